@@ -1,0 +1,25 @@
+//! AES-256-CBC with PKCS#7, shared by the CryptoJS and memo schemes.
+//!
+//! Hazmat: unauthenticated CBC, kept only for compatibility with the HAS/Hive ecosystem.
+
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+
+use crate::error::{Error, Result};
+
+type Enc = cbc::Encryptor<aes::Aes256>;
+type Dec = cbc::Decryptor<aes::Aes256>;
+
+pub(crate) fn encrypt(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
+    Enc::new(key.into(), iv.into()).encrypt_padded_vec::<Pkcs7>(plaintext)
+}
+
+/// Strict decryption: the ciphertext must be a non-empty multiple of 16 bytes and the padding
+/// valid PKCS#7 (1..=16 bytes, all equal). Any failure is the opaque [`Error::Decrypt`].
+pub(crate) fn decrypt(key: &[u8; 32], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Vec<u8>> {
+    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        return Err(Error::Decrypt);
+    }
+    Dec::new(key.into(), iv.into())
+        .decrypt_padded_vec::<Pkcs7>(ciphertext)
+        .map_err(|_| Error::Decrypt)
+}
