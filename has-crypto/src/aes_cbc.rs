@@ -16,7 +16,7 @@ pub(crate) fn encrypt(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8
 /// Strict decryption: the ciphertext must be a non-empty multiple of 16 bytes and the padding
 /// valid PKCS#7 (1..=16 bytes, all equal). Any failure is the opaque [`Error::Decrypt`].
 pub(crate) fn decrypt(key: &[u8; 32], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Vec<u8>> {
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
         return Err(Error::Decrypt);
     }
     Dec::new(key.into(), iv.into())

@@ -149,11 +149,7 @@ mod tests {
 
     #[test]
     fn nack_vector_from_spec() {
-        let ct = encrypt_with_salt(
-            "9b0e2dc3-f574-4766-abdd-c429dce11284",
-            KEY,
-            b"12345678",
-        );
+        let ct = encrypt_with_salt("9b0e2dc3-f574-4766-abdd-c429dce11284", KEY, b"12345678");
         assert_eq!(
             ct,
             "U2FsdGVkX18xMjM0NTY3OA/DAxAE7MB6uXRedxeKlGybIwCC80GFkf3wxWdp90c8QwrsvTrL3r5fy4P+nbFE+Q=="

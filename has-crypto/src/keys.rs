@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use k256::elliptic_curve::ff::PrimeField;
 use k256::elliptic_curve::sec1::{FromSec1Point, ToSec1Point};
@@ -35,7 +36,12 @@ pub enum KeyRole {
 
 impl KeyRole {
     /// All roles, least powerful first (the Proof of Key order memo → posting → active).
-    pub const ALL: [KeyRole; 4] = [KeyRole::Memo, KeyRole::Posting, KeyRole::Active, KeyRole::Owner];
+    pub const ALL: [KeyRole; 4] = [
+        KeyRole::Memo,
+        KeyRole::Posting,
+        KeyRole::Active,
+        KeyRole::Owner,
+    ];
 
     /// The lower-case name used on the wire and in login derivation.
     pub fn as_str(&self) -> &'static str {
@@ -78,7 +84,8 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 #[derive(Clone)]
 pub struct PrivateKey {
     scalar: Scalar,
-    public: PublicKey,
+    /// Derived on first use: parsing a WIF costs no point multiplication.
+    public: OnceLock<PublicKey>,
 }
 
 impl Drop for PrivateKey {
@@ -90,14 +97,14 @@ impl Drop for PrivateKey {
 impl PartialEq for PrivateKey {
     fn eq(&self, other: &Self) -> bool {
         // Comparing public keys avoids a data-dependent comparison of secrets.
-        self.public == other.public
+        self.public_key() == other.public_key()
     }
 }
 impl Eq for PrivateKey {}
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey(<redacted>, public: {})", self.public)
+        write!(f, "PrivateKey(<redacted>, public: {})", self.public_key())
     }
 }
 
@@ -110,8 +117,10 @@ impl PrivateKey {
         if bool::from(scalar.is_zero()) {
             return Err(Error::KeyRange);
         }
-        let point = (ProjectivePoint::mul_by_generator(&scalar)).to_affine();
-        Ok(PrivateKey { scalar, public: PublicKey::from_affine(point)? })
+        Ok(PrivateKey {
+            scalar,
+            public: OnceLock::new(),
+        })
     }
 
     /// The 32-byte big-endian secret scalar.
@@ -122,7 +131,11 @@ impl PrivateKey {
     /// Parses a WIF string strictly: 37 bytes, version 0x80, double-SHA256 checksum,
     /// 1 ≤ d < n (dhive's rules; hive-js is laxer, see hive-crypto.md §1).
     pub fn from_wif(wif: &str) -> Result<Self> {
-        let raw = Zeroizing::new(bs58::decode(wif.as_bytes()).into_vec().map_err(|_| Error::Base58)?);
+        let raw = Zeroizing::new(
+            bs58::decode(wif.as_bytes())
+                .into_vec()
+                .map_err(|_| Error::Base58)?,
+        );
         if raw.len() != 37 {
             return Err(Error::WifLength);
         }
@@ -186,7 +199,16 @@ impl PrivateKey {
 
     /// The public key of this private key.
     pub fn public_key(&self) -> &PublicKey {
-        &self.public
+        self.public.get_or_init(|| {
+            let point = ProjectivePoint::mul_by_generator(&self.scalar).to_affine();
+            let enc = point.to_sec1_point(true);
+            let mut compressed = [0u8; 33];
+            // A non-zero scalar times G is never the identity, so this is always 33 bytes.
+            if let Some(b) = enc.as_bytes().get(..33) {
+                compressed.copy_from_slice(b);
+            }
+            PublicKey { point, compressed }
+        })
     }
 
     pub(crate) fn scalar(&self) -> &Scalar {
@@ -229,7 +251,10 @@ impl Ord for PublicKey {
 impl PublicKey {
     pub(crate) fn from_affine(point: AffinePoint) -> Result<Self> {
         let enc = point.to_sec1_point(true);
-        let compressed: [u8; 33] = enc.as_bytes().try_into().map_err(|_| Error::PublicKeyPoint)?;
+        let compressed: [u8; 33] = enc
+            .as_bytes()
+            .try_into()
+            .map_err(|_| Error::PublicKeyPoint)?;
         Ok(PublicKey { point, compressed })
     }
 
@@ -255,7 +280,9 @@ impl PublicKey {
     /// Parses `prefix ‖ base58(key33 ‖ ripemd160(key33)[..4])`, requiring exactly `prefix`.
     pub fn from_str_with_prefix(s: &str, prefix: &str) -> Result<Self> {
         let body = s.strip_prefix(prefix).ok_or(Error::PublicKeyPrefix)?;
-        let raw = bs58::decode(body.as_bytes()).into_vec().map_err(|_| Error::Base58)?;
+        let raw = bs58::decode(body.as_bytes())
+            .into_vec()
+            .map_err(|_| Error::Base58)?;
         if raw.len() != 37 {
             return Err(Error::PublicKeyLength);
         }
@@ -320,8 +347,14 @@ mod tests {
         assert_eq!(k.to_wif().expose_secret(), WIF);
         assert_eq!(PUB.parse::<PublicKey>().unwrap(), *k.public_key());
         let server = PrivateKey::from_seed(b"has-server-test-key").unwrap();
-        assert_eq!(server.to_wif().expose_secret(), "5KkYPLYcNFa8ELxjPfnYHZrXtk116GTD1TsovBj8PaiW6ko5L7o");
-        assert_eq!(server.public_key().to_string(), "STM57nuDKKzvaPctQvoFz5tnryde7jVM3HmwAir5GrtiMjFmRJWca");
+        assert_eq!(
+            server.to_wif().expose_secret(),
+            "5KkYPLYcNFa8ELxjPfnYHZrXtk116GTD1TsovBj8PaiW6ko5L7o"
+        );
+        assert_eq!(
+            server.public_key().to_string(),
+            "STM57nuDKKzvaPctQvoFz5tnryde7jVM3HmwAir5GrtiMjFmRJWca"
+        );
     }
 
     #[test]
@@ -329,10 +362,18 @@ mod tests {
         let k = PrivateKey::from_wif(WIF).unwrap();
         let tst = k.public_key().to_string_with_prefix(TESTNET_PREFIX);
         assert!(tst.starts_with("TST"));
-        assert_eq!(PublicKey::from_str_with_prefix(&tst, TESTNET_PREFIX).unwrap(), *k.public_key());
-        assert_eq!(tst.parse::<PublicKey>().unwrap_err(), Error::PublicKeyPrefix);
         assert_eq!(
-            "STM1111111111111111111111111111111114T1Anm".parse::<PublicKey>().unwrap_err(),
+            PublicKey::from_str_with_prefix(&tst, TESTNET_PREFIX).unwrap(),
+            *k.public_key()
+        );
+        assert_eq!(
+            tst.parse::<PublicKey>().unwrap_err(),
+            Error::PublicKeyPrefix
+        );
+        assert_eq!(
+            "STM1111111111111111111111111111111114T1Anm"
+                .parse::<PublicKey>()
+                .unwrap_err(),
             Error::PublicKeyPoint
         );
     }
@@ -352,7 +393,13 @@ mod tests {
         let mut bad = WIF.to_string();
         bad.replace_range(50.., "x");
         assert_eq!(PrivateKey::from_wif(&bad).unwrap_err(), Error::WifChecksum);
-        assert_eq!(PrivateKey::from_bytes(&[0; 32]).unwrap_err(), Error::KeyRange);
-        assert_eq!(PrivateKey::from_bytes(&[0xff; 32]).unwrap_err(), Error::KeyRange);
+        assert_eq!(
+            PrivateKey::from_bytes(&[0; 32]).unwrap_err(),
+            Error::KeyRange
+        );
+        assert_eq!(
+            PrivateKey::from_bytes(&[0xff; 32]).unwrap_err(),
+            Error::KeyRange
+        );
     }
 }

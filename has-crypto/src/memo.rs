@@ -41,10 +41,17 @@ pub struct SharedSecret(Zeroizing<[u8; 64]>);
 
 impl SharedSecret {
     /// Computes `sha512(x(local · remote))`; symmetric between the two parties.
+    ///
+    /// Like hive-js and dhive (and unlike fc), the x coordinate is hashed with its leading
+    /// zero bytes stripped: both JS libraries call `BigInteger.toBuffer({size: 32})`, whose
+    /// argument is ignored. For 1 key pair in 256 this changes the secret; matching the JS
+    /// libraries is what lets HAS apps and wallets read our memos and POKs.
     pub fn derive(local: &PrivateKey, remote: &PublicKey) -> Self {
         let point = (ProjectivePoint::from(*remote.affine()) * local.scalar()).to_affine();
         let x = Zeroizing::new(point.x());
-        SharedSecret(Zeroizing::new(Sha512::digest(x.as_slice()).into()))
+        let start = x.iter().position(|b| *b != 0).unwrap_or(x.len());
+        let trimmed = x.get(start..).unwrap_or_default();
+        SharedSecret(Zeroizing::new(Sha512::digest(trimmed).into()))
     }
 
     /// The 64 secret bytes (for vectors and tests).
@@ -77,7 +84,7 @@ fn message_key(shared: &SharedSecret, nonce: u64) -> MessageKey {
     let (k, rest) = e.split_at(32);
     key.copy_from_slice(k);
     iv.copy_from_slice(rest.get(..16).unwrap_or(&[0u8; 16]));
-    let c = Sha256::digest(e.as_slice());
+    let c: [u8; 32] = Sha256::digest(e.as_slice()).into();
     let check = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     MessageKey { key, iv, check }
 }
@@ -184,7 +191,9 @@ impl EncryptedMemo {
     /// Parses `#` + base58(from33 ‖ to33 ‖ nonce u64 LE ‖ check u32 LE ‖ varint len ‖ ct).
     pub fn parse(memo: &str) -> Result<Self> {
         let body = memo.strip_prefix('#').ok_or(Error::MemoFormat)?;
-        let raw = bs58::decode(body.as_bytes()).into_vec().map_err(|_| Error::MemoFormat)?;
+        let raw = bs58::decode(body.as_bytes())
+            .into_vec()
+            .map_err(|_| Error::MemoFormat)?;
         let from = PublicKey::from_compressed(raw.get(..33).ok_or(Error::MemoFormat)?)
             .map_err(|_| Error::MemoFormat)?;
         let to = PublicKey::from_compressed(raw.get(33..66).ok_or(Error::MemoFormat)?)
@@ -200,7 +209,7 @@ impl EncryptedMemo {
         let rest = raw.get(78..).ok_or(Error::MemoFormat)?;
         let (len, used) = read_varint(rest).ok_or(Error::MemoFormat)?;
         let ciphertext = rest.get(used..).ok_or(Error::MemoFormat)?;
-        if ciphertext.len() != len || len == 0 || len % 16 != 0 {
+        if ciphertext.len() != len || len == 0 || !len.is_multiple_of(16) {
             return Err(Error::MemoFormat);
         }
         Ok(EncryptedMemo {
@@ -214,7 +223,11 @@ impl EncryptedMemo {
 
     /// The key that is not `mine`: `to` if we are the sender, else `from` (hive-js rule).
     pub fn other_party(&self, mine: &PublicKey) -> &PublicKey {
-        if self.from == *mine { &self.to } else { &self.from }
+        if self.from == *mine {
+            &self.to
+        } else {
+            &self.from
+        }
     }
 }
 
@@ -254,14 +267,21 @@ pub fn decode(key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
         return Err(Error::MemoKey);
     }
     let channel = MemoChannel::new(key, parsed.other_party(mine));
-    Ok(DecodedMemo { text: channel.open(&parsed)?, from: parsed.from, to: parsed.to })
+    Ok(DecodedMemo {
+        text: channel.open(&parsed)?,
+        from: parsed.from,
+        to: parsed.to,
+    })
 }
+
+/// (local public key, remote public key), compressed.
+type ChannelId = ([u8; 33], [u8; 33]);
 
 /// A bounded cache of [`MemoChannel`]s keyed by (local public key, remote public key).
 #[derive(Debug)]
 pub struct SharedSecretCache {
     capacity: usize,
-    map: Mutex<HashMap<([u8; 33], [u8; 33]), MemoChannel>>,
+    map: Mutex<HashMap<ChannelId, MemoChannel>>,
 }
 
 impl Default for SharedSecretCache {
@@ -273,16 +293,17 @@ impl Default for SharedSecretCache {
 impl SharedSecretCache {
     /// A cache holding at most `capacity` channels (cleared when full).
     pub fn new(capacity: usize) -> Self {
-        SharedSecretCache { capacity: capacity.max(1), map: Mutex::new(HashMap::new()) }
+        SharedSecretCache {
+            capacity: capacity.max(1),
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The channel between `local` and `remote`, computing the ECDH only on a miss.
     pub fn channel(&self, local: &PrivateKey, remote: &PublicKey) -> MemoChannel {
         let id = (local.public_key().to_compressed(), remote.to_compressed());
-        if let Ok(map) = self.map.lock() {
-            if let Some(c) = map.get(&id) {
-                return c.clone();
-            }
+        if let Some(c) = self.map.lock().ok().and_then(|map| map.get(&id).cloned()) {
+            return c;
         }
         let channel = MemoChannel::new(local, remote);
         if let Ok(mut map) = self.map.lock() {
@@ -302,7 +323,11 @@ impl SharedSecretCache {
             return Err(Error::MemoKey);
         }
         let channel = self.channel(key, parsed.other_party(mine));
-        Ok(DecodedMemo { text: channel.open(&parsed)?, from: parsed.from, to: parsed.to })
+        Ok(DecodedMemo {
+            text: channel.open(&parsed)?,
+            from: parsed.from,
+            to: parsed.to,
+        })
     }
 
     /// Number of cached channels.
@@ -352,7 +377,9 @@ fn read_varint(data: &[u8]) -> Option<(usize, usize)> {
     for (i, b) in data.iter().take(5).enumerate() {
         value |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return usize::try_from(u32::try_from(value).ok()?).ok().map(|v| (v, i + 1));
+            return usize::try_from(u32::try_from(value).ok()?)
+                .ok()
+                .map(|v| (v, i + 1));
         }
     }
     None
@@ -402,7 +429,11 @@ pub mod pok {
         expected: &str,
     ) -> Result<PublicKey> {
         let proof = decode(server, cache, pok)?;
-        if proof.value == expected { Ok(proof.from) } else { Err(Error::PokMismatch) }
+        if proof.value == expected {
+            Ok(proof.from)
+        } else {
+            Err(Error::PokMismatch)
+        }
     }
 }
 
@@ -421,22 +452,48 @@ mod tests {
     fn spec_vectors() {
         let (a, s) = (account(), server());
         let shared = SharedSecret::derive(&a, s.public_key());
-        assert_eq!(hex::encode(shared.expose_secret()), "3f34dd1055e7deda2067a44ee8635bb2a7a4bf62b48c5d5782b4245eddad5d652cff42299df48bc3253e44f3d2940283aeb04fb2c779b66cc134ba73aa07d7dd");
+        assert_eq!(
+            hex::encode(shared.expose_secret()),
+            "3f34dd1055e7deda2067a44ee8635bb2a7a4bf62b48c5d5782b4245eddad5d652cff42299df48bc3253e44f3d2940283aeb04fb2c779b66cc134ba73aa07d7dd"
+        );
         let nonce = 1234567890123456789;
         let m = encode_with_nonce(&a, s.public_key(), "#1690000000000", nonce);
-        assert_eq!(m, "#K55WaPFbgNW8w8UiPzFGRejmMLZH3CA6guETaVLS7fUGgSECbGp2qSKQf3MdVsPkkBtGqxKv2gFC5ETEEGUSSGymRvoqbNdE77yVDEmjGy41DwYPjvKHnyWznu5W3PGqp");
-        assert_eq!(decode(&s, &m).unwrap().text.expose_secret(), "#1690000000000");
-        assert_eq!(decode(&a, &m).unwrap().text.expose_secret(), "#1690000000000");
-        let m2 = encode_with_nonce(&a, s.public_key(), "#9b0e2dc3-f574-4766-abdd-c429dce11284", nonce);
-        assert_eq!(m2, "#6NLxeG3G53UaNQyh21qfayQyXamNzFqnWxdPBcrCqi1ZunGJT7zhtcrxv2pqeEAhDRgX5DocxioGZtSycm4zNBrNvZfJ6qWWTtq3eNRfvbD86T4zvSpu9PUnW9mC3AiPUCMqR8zTQ4zKbbSk1nhq3peVhUNPS2oZtemokDHaZTEVf");
+        assert_eq!(
+            m,
+            "#K55WaPFbgNW8w8UiPzFGRejmMLZH3CA6guETaVLS7fUGgSECbGp2qSKQf3MdVsPkkBtGqxKv2gFC5ETEEGUSSGymRvoqbNdE77yVDEmjGy41DwYPjvKHnyWznu5W3PGqp"
+        );
+        assert_eq!(
+            decode(&s, &m).unwrap().text.expose_secret(),
+            "#1690000000000"
+        );
+        assert_eq!(
+            decode(&a, &m).unwrap().text.expose_secret(),
+            "#1690000000000"
+        );
+        let m2 = encode_with_nonce(
+            &a,
+            s.public_key(),
+            "#9b0e2dc3-f574-4766-abdd-c429dce11284",
+            nonce,
+        );
+        assert_eq!(
+            m2,
+            "#6NLxeG3G53UaNQyh21qfayQyXamNzFqnWxdPBcrCqi1ZunGJT7zhtcrxv2pqeEAhDRgX5DocxioGZtSycm4zNBrNvZfJ6qWWTtq3eNRfvbD86T4zvSpu9PUnW9mC3AiPUCMqR8zTQ4zKbbSk1nhq3peVhUNPS2oZtemokDHaZTEVf"
+        );
         let m3 = encode_with_nonce(&s, a.public_key(), "#my secret", 42);
-        assert_eq!(m3, "#Ab4jt6ZMojBGad1MJzuackHPRRQ3bDQsGkksKdtjatxnd2QGHts6AvvaNyWRkQ2MBzrrG2v8nQoaE1ASbpdCPguqaMh4aUzGvmkkE4mZN5gPJqLGyXgBB2oy4BK3zXHfr");
+        assert_eq!(
+            m3,
+            "#Ab4jt6ZMojBGad1MJzuackHPRRQ3bDQsGkksKdtjatxnd2QGHts6AvvaNyWRkQ2MBzrrG2v8nQoaE1ASbpdCPguqaMh4aUzGvmkkE4mZN5gPJqLGyXgBB2oy4BK3zXHfr"
+        );
         assert_eq!(decode(&a, &m3).unwrap().text.expose_secret(), "#my secret");
     }
 
     #[test]
     fn plain_text_passes_through() {
-        assert_eq!(encode(&account(), server().public_key(), "hello").unwrap(), "hello");
+        assert_eq!(
+            encode(&account(), server().public_key(), "hello").unwrap(),
+            "hello"
+        );
     }
 
     #[test]
@@ -446,13 +503,22 @@ mod tests {
         let ch = cache.channel(&a, s.public_key());
         let p = pok::encode(&ch, "abc");
         assert_eq!(pok::verify(&s, &cache, &p, "abc").unwrap(), *a.public_key());
-        assert_eq!(pok::verify(&s, &cache, &p, "abd").unwrap_err(), Error::PokMismatch);
+        assert_eq!(
+            pok::verify(&s, &cache, &p, "abd").unwrap_err(),
+            Error::PokMismatch
+        );
         // HiveAuth Mobile's doubled '#'
         let doubled = ch.encode("##abc");
-        assert_eq!(pok::verify(&s, &cache, &doubled, "abc").unwrap(), *a.public_key());
+        assert_eq!(
+            pok::verify(&s, &cache, &doubled, "abc").unwrap(),
+            *a.public_key()
+        );
         // a memo from the server to the account is not a POK
         let reverse = encode_with_nonce(&s, a.public_key(), "#abc", 1);
-        assert_eq!(pok::decode(&s, &cache, &reverse).unwrap_err(), Error::MemoKey);
+        assert_eq!(
+            pok::decode(&s, &cache, &reverse).unwrap_err(),
+            Error::MemoKey
+        );
         // (account → server) from encoding, (server → account) from decoding
         assert_eq!(cache.len(), 2);
     }

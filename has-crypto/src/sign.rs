@@ -41,9 +41,8 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// The secp256k1 group order n, big-endian.
 const ORDER_BE: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
-    0x41, 0x41,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
 ];
 
 /// A 65-byte compact recoverable signature.
@@ -103,7 +102,9 @@ impl Signature {
 
     /// Whether s ≤ n/2 (BIP-62), the rule hived enforces.
     pub fn is_low_s(&self) -> bool {
-        self.scalars().map(|(_, s)| !bool::from(s.is_high())).unwrap_or(false)
+        self.scalars()
+            .map(|(_, s)| !bool::from(s.is_high()))
+            .unwrap_or(false)
     }
 
     fn scalars(&self) -> Result<(Scalar, Scalar)> {
@@ -166,7 +167,11 @@ impl Signature {
             return Err(Error::SignatureMismatch);
         }
         let x = <Scalar as Reduce<FieldBytes>>::reduce(&p.to_affine().x());
-        if x == r { Ok(()) } else { Err(Error::SignatureMismatch) }
+        if x == r {
+            Ok(())
+        } else {
+            Err(Error::SignatureMismatch)
+        }
     }
 
     /// Verifies a signature over `sha256(message)` (a HAS challenge).
@@ -256,10 +261,8 @@ impl Rfc6979 {
         loop {
             let cand = self.next_candidate();
             let k: Option<Scalar> = Scalar::from_repr(FieldBytes::from(*cand)).into();
-            if let Some(k) = k {
-                if let Some(sig) = sign_with_k(d, e, &k) {
-                    return sig;
-                }
+            if let Some(sig) = k.and_then(|k| sign_with_k(d, e, &k)) {
+                return sig;
             }
         }
     }
@@ -359,10 +362,22 @@ mod tests {
     #[test]
     fn spec_challenge_vectors() {
         let cases = [
-            (r#"{"login":"arcange","ts":1690000000000}"#, "1f5833e89ab1f137ff572d054d41e17bab0ad0ed8be1fc14061e353a7290d4ee38643d83ee5f622484ffbde8b4b428e255dfd2ab6ee7febc3a8de69e18b002c102"),
-            ("msg4", "2036a6614a95391d8088875735cbf8f11410df96af9c05588070bb095f8026dacd70f02bca693e8cfbbb472d0343943e03c3ab32e5cd96088dc30f09f3028edc2a"),
-            ("msg7", "20334aa828af5163f5f2066c4802f721de185bbcb87e3cb5dd761fc0145a474f5557041fcd7a03495a4755f5550f79034d523212789a333cf71044f407abac72aa"),
-            ("msg9", "20558f13e89406b22e79b9b5ea2c8f96e0e2cf7220a290febf283ae34d827e617d19e71b6fcea6cd3835beabc337885f221193d8888da751c0211bd29a6cd354cb"),
+            (
+                r#"{"login":"arcange","ts":1690000000000}"#,
+                "1f5833e89ab1f137ff572d054d41e17bab0ad0ed8be1fc14061e353a7290d4ee38643d83ee5f622484ffbde8b4b428e255dfd2ab6ee7febc3a8de69e18b002c102",
+            ),
+            (
+                "msg4",
+                "2036a6614a95391d8088875735cbf8f11410df96af9c05588070bb095f8026dacd70f02bca693e8cfbbb472d0343943e03c3ab32e5cd96088dc30f09f3028edc2a",
+            ),
+            (
+                "msg7",
+                "20334aa828af5163f5f2066c4802f721de185bbcb87e3cb5dd761fc0145a474f5557041fcd7a03495a4755f5550f79034d523212789a333cf71044f407abac72aa",
+            ),
+            (
+                "msg9",
+                "20558f13e89406b22e79b9b5ea2c8f96e0e2cf7220a290febf283ae34d827e617d19e71b6fcea6cd3835beabc337885f221193d8888da751c0211bd29a6cd354cb",
+            ),
         ];
         let k = key();
         for (msg, hex) in cases {
@@ -377,7 +392,10 @@ mod tests {
     fn verify_rejects_other_message_and_key() {
         let k = key();
         let sig = k.sign_buffer(b"a");
-        assert_eq!(sig.verify_buffer(b"b", k.public_key()).unwrap_err(), Error::SignatureMismatch);
+        assert_eq!(
+            sig.verify_buffer(b"b", k.public_key()).unwrap_err(),
+            Error::SignatureMismatch
+        );
         let other = PrivateKey::from_seed(b"other").unwrap();
         assert_eq!(
             sig.verify_buffer(b"a", other.public_key()).unwrap_err(),
@@ -387,11 +405,26 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        assert_eq!(Signature::from_hex("00").unwrap_err(), Error::SignatureLength);
-        assert_eq!(Signature::from_hex(&"zz".repeat(65)).unwrap_err(), Error::SignatureHex);
-        assert_eq!(Signature::from_hex(&format!("23{}", "11".repeat(64))).unwrap_err(), Error::SignatureHeader);
-        assert_eq!(Signature::from_hex(&format!("1f{}", "00".repeat(64))).unwrap_err(), Error::SignatureValue);
-        assert_eq!(Signature::from_hex(&format!("1f{}", "ff".repeat(64))).unwrap_err(), Error::SignatureValue);
+        assert_eq!(
+            Signature::from_hex("00").unwrap_err(),
+            Error::SignatureLength
+        );
+        assert_eq!(
+            Signature::from_hex(&"zz".repeat(65)).unwrap_err(),
+            Error::SignatureHex
+        );
+        assert_eq!(
+            Signature::from_hex(&format!("23{}", "11".repeat(64))).unwrap_err(),
+            Error::SignatureHeader
+        );
+        assert_eq!(
+            Signature::from_hex(&format!("1f{}", "00".repeat(64))).unwrap_err(),
+            Error::SignatureValue
+        );
+        assert_eq!(
+            Signature::from_hex(&format!("1f{}", "ff".repeat(64))).unwrap_err(),
+            Error::SignatureValue
+        );
     }
 
     #[test]
@@ -401,7 +434,9 @@ mod tests {
         for i in 0..20u32 {
             let digest: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
             for sig in [k.sign_digest(&digest), k.sign_buffer_digest(&digest)] {
-                let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&k.public_key().to_compressed()).unwrap();
+                let vk =
+                    k256::ecdsa::VerifyingKey::from_sec1_bytes(&k.public_key().to_compressed())
+                        .unwrap();
                 let ks = k256::ecdsa::Signature::from_slice(&sig.to_bytes()[1..]).unwrap();
                 vk.verify_prehash(&digest, &ks).unwrap();
                 assert!(sig.is_fc_canonical() && sig.is_low_s());

@@ -1,1 +1,143 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! * `ci`: everything CI runs (fmt, clippy, tests, docs, interop, fuzz smoke, bench build).
+//! * `vectors`: regenerate the test vectors from the pinned JS libraries.
+//! * `interop crypto [--count N]`: live cross-check against the JS libraries.
+//! * `bench crypto`: criterion benches and the same operations in Node, side by side.
+//! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
+
+// xtask is a developer tool, not a library: indexing and early exits are acceptable here.
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
+mod bench;
+mod interop;
+mod js;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <ci | vectors | interop crypto [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&args[1..]),
+        Some("vectors") => vectors(),
+        Some("interop") => match args.get(1).map(String::as_str) {
+            Some("crypto") => {
+                let count = flag(&args, "--count")
+                    .map(|c| c.parse())
+                    .transpose()?
+                    .unwrap_or(200);
+                interop::crypto(count)
+            }
+            _ => bail!("{USAGE}"),
+        },
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("crypto") => bench::crypto(),
+            _ => bail!("{USAGE}"),
+        },
+        Some("fuzz-smoke") => {
+            let secs = flag(&args, "--seconds")
+                .map(|c| c.parse())
+                .transpose()?
+                .unwrap_or(5);
+            fuzz_smoke(secs)
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Runs a command from the repository root, failing on a non-zero exit.
+pub fn sh(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    eprintln!("xtask$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(js::root())
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn vectors() -> Result<()> {
+    let out = js::root().join("has-crypto").join("tests").join("vectors");
+    let out_s = out.to_string_lossy().into_owned();
+    let printed = js::node("crypto_vectors.js", &[&out_s])?;
+    print!("{printed}");
+    Ok(())
+}
+
+pub const FUZZ_TARGETS: &[&str] = &["decrypt", "memo_decode", "wif_parse", "signature_parse"];
+
+fn fuzz_smoke(seconds: u64) -> Result<()> {
+    let have = Command::new("cargo").args(["fuzz", "--version"]).output();
+    if !have.map(|o| o.status.success()).unwrap_or(false) {
+        sh(
+            "cargo",
+            &["install", "cargo-fuzz", "--version", "0.13.2", "--locked"],
+            &[],
+        )?;
+    }
+    let time = format!("-max_total_time={seconds}");
+    for target in FUZZ_TARGETS {
+        let fuzz_dir = js::root().join("fuzz");
+        eprintln!("xtask$ cargo fuzz run {target} -- {time}");
+        let status = Command::new("cargo")
+            .args(["fuzz", "run", target, "--", &time, "-print_final_stats=1"])
+            .current_dir(&fuzz_dir)
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("fuzz target {target} failed ({status}); see fuzz/artifacts/{target}/");
+        }
+    }
+    Ok(())
+}
+
+fn ci(args: &[String]) -> Result<()> {
+    let skip_fuzz = args.iter().any(|a| a == "--no-fuzz");
+    sh("cargo", &["fmt", "--all", "--", "--check"], &[])?;
+    sh(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    sh("cargo", &["test", "--workspace"], &[])?;
+    sh(
+        "cargo",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    interop::crypto(200)?;
+    sh("cargo", &["bench", "--workspace", "--no-run"], &[])?;
+    if !skip_fuzz {
+        fuzz_smoke(5)?;
+    }
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
