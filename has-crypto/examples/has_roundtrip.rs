@@ -15,7 +15,8 @@ fn main() -> Result<(), has_crypto::Error> {
 
     // App: a fresh auth_key and an encrypted challenge_req payload.
     let auth_key = "03f63469-5a35-47cb-a6b4-e8c4d3144cf9";
-    let request = r#"{"key_type":"posting","challenge":"login:alice:1690000000000","nonce":1690000000001}"#;
+    let request =
+        r#"{"key_type":"posting","challenge":"login:alice:1690000000000","nonce":1690000000001}"#;
     let data = cryptojs::encrypt(request, auth_key);
     println!("challenge_req.data {data}");
 
@@ -36,6 +37,9 @@ fn main() -> Result<(), has_crypto::Error> {
     // App: verify the returned signature against the public key.
     let parsed = Signature::from_hex(&signature.to_hex())?;
     parsed.verify_buffer(challenge.as_bytes(), posting.public_key())?;
-    println!("app verified       ok (recovers to {})", parsed.recover_buffer(challenge.as_bytes())?);
+    println!(
+        "app verified       ok (recovers to {})",
+        parsed.recover_buffer(challenge.as_bytes())?
+    );
     Ok(())
 }
