@@ -2,6 +2,7 @@
 //!
 //! * `ci`: everything CI runs (fmt, clippy, tests, docs, interop, fuzz smoke, bench build).
 //! * `vectors`: regenerate the test vectors from the pinned JS libraries.
+//! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
 //! * `interop crypto [--count N]`: live cross-check against the JS libraries.
 //! * `bench crypto`: criterion benches and the same operations in Node, side by side.
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
@@ -12,12 +13,13 @@
 mod bench;
 mod interop;
 mod js;
+mod schemas;
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | interop crypto [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop crypto [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -37,6 +39,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&args[1..]),
         Some("vectors") => vectors(),
+        Some("validate-schemas") => schemas::validate_schemas(),
         Some("interop") => match args.get(1).map(String::as_str) {
             Some("crypto") => {
                 let count = flag(&args, "--count")
@@ -85,7 +88,13 @@ fn vectors() -> Result<()> {
     Ok(())
 }
 
-pub const FUZZ_TARGETS: &[&str] = &["decrypt", "memo_decode", "wif_parse", "signature_parse"];
+pub const FUZZ_TARGETS: &[&str] = &[
+    "decrypt",
+    "memo_decode",
+    "wif_parse",
+    "signature_parse",
+    "frame_parse",
+];
 
 fn fuzz_smoke(seconds: u64) -> Result<()> {
     let have = Command::new("cargo").args(["fuzz", "--version"]).output();
@@ -99,9 +108,21 @@ fn fuzz_smoke(seconds: u64) -> Result<()> {
     let time = format!("-max_total_time={seconds}");
     for target in FUZZ_TARGETS {
         let fuzz_dir = js::root().join("fuzz");
-        eprintln!("xtask$ cargo fuzz run {target} -- {time}");
+        // Committed seeds (fuzz/seeds/<target>) join the scratch corpus (fuzz/corpus/<target>).
+        let mut corpora = vec![];
+        if fuzz_dir.join("seeds").join(target).is_dir() {
+            let scratch = format!("corpus/{target}");
+            std::fs::create_dir_all(fuzz_dir.join(&scratch))?;
+            corpora = vec![scratch, format!("seeds/{target}")];
+        }
+        eprintln!(
+            "xtask$ (cd fuzz && cargo fuzz run {target} {} -- {time})",
+            corpora.join(" ")
+        );
         let status = Command::new("cargo")
-            .args(["fuzz", "run", target, "--", &time, "-print_final_stats=1"])
+            .args(["fuzz", "run", target])
+            .args(&corpora)
+            .args(["--", &time, "-print_final_stats=1"])
             .current_dir(&fuzz_dir)
             .status()
             .context("running cargo fuzz")?;
