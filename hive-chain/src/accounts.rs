@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use has_crypto::PublicKey;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::ops::Level;
 use crate::types::{Authority, PublicKeyField};
@@ -92,10 +93,10 @@ fn satisfied(
     }
     if depth < MAX_SIG_CHECK_DEPTH {
         for (name, w) in &auth.account_auths.0 {
-            if let Some(acct) = accounts.get(name) {
-                if satisfied(acct.authority(level), level, signers, accounts, depth + 1) {
-                    weight += u64::from(*w);
-                }
+            if let Some(acct) = accounts.get(name)
+                && satisfied(acct.authority(level), level, signers, accounts, depth + 1)
+            {
+                weight += u64::from(*w);
             }
         }
     }
@@ -119,6 +120,43 @@ pub fn has_authority(
         }
         Level::Owner => satisfied(&account.owner, Level::Owner, signers, accounts, 0),
     }
+}
+
+/// Errors loading accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsFileError {
+    /// Not readable.
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    /// Not the get_accounts JSON array.
+    #[error("{0} is not a condenser_api.get_accounts JSON array: {1}")]
+    Format(String, String),
+}
+
+/// Parses the JSON array `condenser_api.get_accounts` returns.
+pub fn parse_accounts(
+    json: &str,
+    origin: &str,
+) -> Result<Vec<(Account, Value)>, AccountsFileError> {
+    let raw: Vec<Value> = serde_json::from_str(json)
+        .map_err(|e| AccountsFileError::Format(origin.into(), e.to_string()))?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<Account>(v.clone())
+                .map(|a| (a, v))
+                .map_err(|e| AccountsFileError::Format(origin.into(), format!("account {i}: {e}")))
+        })
+        .collect()
+}
+
+/// Reads an accounts file.
+pub fn load_accounts_file(
+    path: &std::path::Path,
+) -> Result<Vec<(Account, Value)>, AccountsFileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AccountsFileError::Io(path.display().to_string(), e))?;
+    parse_accounts(&text, &path.display().to_string())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::accounts::{Account, AccountMap, has_authority};
+pub use crate::accounts::{AccountsFileError, load_accounts_file, parse_accounts};
 use crate::tx::{ChainId, MAX_EXPIRATION_SECS, SignedTransaction};
 use crate::types::TimePointSec;
 
@@ -57,44 +58,20 @@ pub struct DryRunNode {
     inner: Mutex<Inner>,
 }
 
-/// Errors loading accounts.
-#[derive(Debug, thiserror::Error)]
-pub enum AccountsFileError {
-    /// Not readable.
-    #[error("cannot read {0}: {1}")]
-    Io(String, std::io::Error),
-    /// Not the get_accounts JSON array.
-    #[error("{0} is not a condenser_api.get_accounts JSON array: {1}")]
-    Format(String, String),
-}
-
-/// Parses the JSON array `condenser_api.get_accounts` returns.
-pub fn parse_accounts(json: &str, origin: &str) -> Result<Vec<(Account, Value)>, AccountsFileError> {
-    let raw: Vec<Value> = serde_json::from_str(json).map_err(|e| AccountsFileError::Format(origin.into(), e.to_string()))?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value::<Account>(v.clone())
-                .map(|a| (a, v))
-                .map_err(|e| AccountsFileError::Format(origin.into(), format!("account {i}: {e}")))
-        })
-        .collect()
-}
-
-/// Reads an accounts file.
-pub fn load_accounts_file(path: &std::path::Path) -> Result<Vec<(Account, Value)>, AccountsFileError> {
-    let text = std::fs::read_to_string(path).map_err(|e| AccountsFileError::Io(path.display().to_string(), e))?;
-    parse_accounts(&text, &path.display().to_string())
-}
-
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn block_id(num: u64) -> [u8; 20] {
     let mut id = [0u8; 20];
     id[..4].copy_from_slice(&(num as u32).to_be_bytes());
-    let h = Sha256::new().chain_update(b"dry-run block").chain_update(num.to_le_bytes()).finalize();
+    let h = Sha256::new()
+        .chain_update(b"dry-run block")
+        .chain_update(num.to_le_bytes())
+        .finalize();
     id[4..].copy_from_slice(h.get(..16).unwrap_or(&[0u8; 16]));
     id
 }
@@ -105,7 +82,10 @@ struct RpcFailure {
 }
 
 fn fail(code: i64, message: impl Into<String>) -> RpcFailure {
-    RpcFailure { code, message: message.into() }
+    RpcFailure {
+        code,
+        message: message.into(),
+    }
 }
 
 impl DryRunNode {
@@ -132,7 +112,12 @@ impl DryRunNode {
         Arc::new(DryRunNode {
             chain,
             started: now_secs(),
-            inner: Mutex::new(Inner { accounts: map, raw_accounts: raw, recorded: vec![], ids: HashSet::new() }),
+            inner: Mutex::new(Inner {
+                accounts: map,
+                raw_accounts: raw,
+                recorded: vec![],
+                ids: HashSet::new(),
+            }),
         })
     }
 
@@ -147,7 +132,10 @@ impl DryRunNode {
 
     /// Every transaction accepted so far.
     pub fn recorded(&self) -> Vec<Recorded> {
-        self.inner.lock().map(|i| i.recorded.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.recorded.clone())
+            .unwrap_or_default()
     }
 
     fn head(&self) -> (u64, u64) {
@@ -169,7 +157,9 @@ impl DryRunNode {
     }
 
     fn get_accounts(&self, names: &[Value]) -> Value {
-        let Ok(inner) = self.inner.lock() else { return json!([]) };
+        let Ok(inner) = self.inner.lock() else {
+            return json!([]);
+        };
         Value::Array(
             names
                 .iter()
@@ -189,19 +179,35 @@ impl DryRunNode {
         // Expiration window.
         let exp = u64::from(tx.expiration.0);
         if exp <= head_time {
-            return Err(fail(-32000, format!("transaction expiration exception: expiration {} <= head block time", tx.expiration)));
+            return Err(fail(
+                -32000,
+                format!(
+                    "transaction expiration exception: expiration {} <= head block time",
+                    tx.expiration
+                ),
+            ));
         }
         if exp > head_time + u64::from(MAX_EXPIRATION_SECS) {
-            return Err(fail(-32000, "transaction expiration exception: trx.expiration <= now + HIVE_MAX_TIME_UNTIL_EXPIRATION"));
+            return Err(fail(
+                -32000,
+                "transaction expiration exception: trx.expiration <= now + HIVE_MAX_TIME_UNTIL_EXPIRATION",
+            ));
         }
         // TaPoS: the referenced block must be one of the last 65536.
         let ref_num = u64::from(tx.ref_block_num);
         let candidate = (head & !0xffff) | ref_num;
-        let block = if candidate > head { candidate.saturating_sub(0x10000) } else { candidate };
+        let block = if candidate > head {
+            candidate.saturating_sub(0x10000)
+        } else {
+            candidate
+        };
         let id_bytes = block_id(block);
         let prefix = u32::from_le_bytes([id_bytes[4], id_bytes[5], id_bytes[6], id_bytes[7]]);
         if block < FIRST_BLOCK || prefix != tx.ref_block_prefix {
-            return Err(fail(-32000, "tapos: transaction's reference block does not match"));
+            return Err(fail(
+                -32000,
+                "tapos: transaction's reference block does not match",
+            ));
         }
         if tx.operations.is_empty() {
             return Err(fail(-32000, "transaction has no operations"));
@@ -214,9 +220,17 @@ impl DryRunNode {
             .collect();
         let required = unsigned.required();
         if let Some(other) = required.other.first() {
-            return Err(fail(-32000, format!("missing required other authority: {other} (not supported by the dry-run node)")));
+            return Err(fail(
+                -32000,
+                format!(
+                    "missing required other authority: {other} (not supported by the dry-run node)"
+                ),
+            ));
         }
-        let mut inner = self.inner.lock().map_err(|_| fail(-32603, "node state poisoned"))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| fail(-32603, "node state poisoned"))?;
         for (account, level) in &required.accounts {
             let acct = inner
                 .accounts
@@ -225,15 +239,24 @@ impl DryRunNode {
             if !has_authority(acct, *level, &signers, &inner.accounts) {
                 return Err(fail(
                     -32000,
-                    format!("missing required {level} authority:Missing {level} Authority {account}"),
+                    format!(
+                        "missing required {level} authority:Missing {level} Authority {account}"
+                    ),
                 ));
             }
         }
         if inner.ids.contains(&id) {
-            return Err(fail(-32000, format!("Duplicate transaction check failed: {id}")));
+            return Err(fail(
+                -32000,
+                format!("Duplicate transaction check failed: {id}"),
+            ));
         }
         inner.ids.insert(id.clone());
-        inner.recorded.push(Recorded { id: id.clone(), block_num: head + 1, transaction: tx_json.clone() });
+        inner.recorded.push(Recorded {
+            id: id.clone(),
+            block_num: head + 1,
+            transaction: tx_json.clone(),
+        });
         Ok((id, head + 1))
     }
 
@@ -285,11 +308,16 @@ impl DryRunNode {
             return json!({"jsonrpc": "2.0", "id": null, "dry_run": true, "error": {"code": -32700, "message": "parse error"}});
         };
         let id = req.get("id").cloned().unwrap_or(Value::Null);
-        let method = req.get("method").and_then(Value::as_str).unwrap_or_default();
+        let method = req
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let params = req.get("params").cloned().unwrap_or(json!([]));
         match self.dispatch(method, &params) {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result, "dry_run": true}),
-            Err(f) => json!({"jsonrpc": "2.0", "id": id, "dry_run": true, "error": {"code": f.code, "message": f.message}}),
+            Err(f) => {
+                json!({"jsonrpc": "2.0", "id": id, "dry_run": true, "error": {"code": f.code, "message": f.message}})
+            }
         }
     }
 }
@@ -297,7 +325,8 @@ impl DryRunNode {
 async fn rpc_handler(State(node): State<Arc<DryRunNode>>, body: Bytes) -> Response {
     let out = node.handle(&body);
     let mut resp = (StatusCode::OK, axum::Json(out)).into_response();
-    resp.headers_mut().insert("x-dry-run", HeaderValue::from_static("true"));
+    resp.headers_mut()
+        .insert("x-dry-run", HeaderValue::from_static("true"));
     resp
 }
 
@@ -307,12 +336,19 @@ pub async fn serve(
     node: Arc<DryRunNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().route("/", post(rpc_handler)).with_state(node);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let app = axum::Router::new()
+        .route("/", post(rpc_handler))
+        .with_state(node);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds 127.0.0.1:`port` (0 = any free port), spawns the server, returns its URL.
-pub async fn spawn(node: Arc<DryRunNode>, port: u16) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+pub async fn spawn(
+    node: Arc<DryRunNode>,
+    port: u16,
+) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {

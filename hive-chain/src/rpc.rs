@@ -111,7 +111,11 @@ pub struct RpcOptions {
 
 impl Default for RpcOptions {
     fn default() -> Self {
-        RpcOptions { timeout: Duration::from_secs(8), rounds: 2, round_backoff: Duration::from_millis(200) }
+        RpcOptions {
+            timeout: Duration::from_secs(8),
+            rounds: 2,
+            round_backoff: Duration::from_millis(200),
+        }
     }
 }
 
@@ -179,9 +183,19 @@ impl RpcClient {
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
             .build()
-            .map_err(|e| RpcError::Unavailable { method: "client".into(), last: e.to_string() })?;
+            .map_err(|e| RpcError::Unavailable {
+                method: "client".into(),
+                last: e.to_string(),
+            })?;
         let stats = nodes.iter().map(|_| NodeStats::default()).collect();
-        Ok(RpcClient { nodes, stats, http, options, preferred: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
+        Ok(RpcClient {
+            nodes,
+            stats,
+            http,
+            options,
+            preferred: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// The configured nodes.
@@ -209,7 +223,9 @@ impl RpcClient {
             let start = self.preferred.load(Ordering::Relaxed);
             for step in 0..n {
                 let idx = (start + step) % n;
-                let Some(node) = self.nodes.get(idx) else { continue };
+                let Some(node) = self.nodes.get(idx) else {
+                    continue;
+                };
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
                 let t0 = Instant::now();
@@ -232,7 +248,8 @@ impl RpcClient {
                         };
                         self.bump(idx, |s| &s.ok);
                         if let Some(s) = self.stats.get(idx) {
-                            s.latency_us_total.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                            s.latency_us_total
+                                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
                         }
                         self.preferred.store(idx, Ordering::Relaxed);
                         return Ok((result, env.dry_run.unwrap_or(false)));
@@ -245,7 +262,10 @@ impl RpcClient {
                 }
             }
         }
-        Err(RpcError::Unavailable { method: method.to_owned(), last })
+        Err(RpcError::Unavailable {
+            method: method.to_owned(),
+            last,
+        })
     }
 
     fn bump(&self, idx: usize, f: impl Fn(&NodeStats) -> &AtomicU64) {
@@ -256,49 +276,77 @@ impl RpcClient {
 
     async fn post(&self, node: &str, body: &Value) -> Result<Envelope, String> {
         let resp = self.http.post(node).json(body).send().await.map_err(|e| {
-            if e.is_timeout() { "timeout".to_owned() } else { e.to_string() }
+            if e.is_timeout() {
+                "timeout".to_owned()
+            } else {
+                e.to_string()
+            }
         })?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
-        resp.json::<Envelope>().await.map_err(|e| format!("invalid JSON-RPC response: {e}"))
+        resp.json::<Envelope>()
+            .await
+            .map_err(|e| format!("invalid JSON-RPC response: {e}"))
     }
 
     /// The head block for TaPoS (`condenser_api.get_dynamic_global_properties`).
     pub async fn head_block(&self) -> Result<HeadBlock, RpcError> {
         let method = "condenser_api.get_dynamic_global_properties";
         let v = self.call(method, json!([])).await?;
-        serde_json::from_value(v).map_err(|e| RpcError::BadResponse { method: method.into(), message: e.to_string() })
+        serde_json::from_value(v).map_err(|e| RpcError::BadResponse {
+            method: method.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Accounts by name (`condenser_api.get_accounts`); unknown names are simply absent.
     pub async fn get_accounts(&self, names: &[String]) -> Result<Vec<Account>, RpcError> {
         let method = "condenser_api.get_accounts";
         let v = self.call(method, json!([names])).await?;
-        serde_json::from_value(v).map_err(|e| RpcError::BadResponse { method: method.into(), message: e.to_string() })
+        serde_json::from_value(v).map_err(|e| RpcError::BadResponse {
+            method: method.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Broadcasts and waits for inclusion (`condenser_api.broadcast_transaction_synchronous`).
     /// Returns the transaction id; checks it equals the one we computed.
     pub async fn broadcast(&self, tx: &SignedTransaction) -> Result<Broadcast, RpcError> {
         let method = "condenser_api.broadcast_transaction_synchronous";
-        let bad = |m: String| RpcError::BadResponse { method: method.into(), message: m };
+        let bad = |m: String| RpcError::BadResponse {
+            method: method.into(),
+            message: m,
+        };
         let expected = tx.transaction().id().map_err(|e| bad(e.to_string()))?;
         let json = tx.to_json().map_err(|e| bad(e.to_string()))?;
         match self.call_full(method, json!([json])).await {
             Ok((v, dry_run)) => {
-                let id = v.get("id").and_then(Value::as_str).unwrap_or(&expected).to_owned();
+                let id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&expected)
+                    .to_owned();
                 if id != expected {
                     return Err(bad(format!("node reports id {id}, expected {expected}")));
                 }
                 let block_num = v.get("block_num").and_then(Value::as_u64).unwrap_or(0);
-                Ok(Broadcast { id, block_num, dry_run })
+                Ok(Broadcast {
+                    id,
+                    block_num,
+                    dry_run,
+                })
             }
             // A duplicate after a failover means an earlier attempt went through.
-            Err(RpcError::Node { kind: NodeErrorKind::Duplicate, .. }) if self.nodes.len() > 1 => {
-                Ok(Broadcast { id: expected, block_num: 0, dry_run: false })
-            }
+            Err(RpcError::Node {
+                kind: NodeErrorKind::Duplicate,
+                ..
+            }) if self.nodes.len() > 1 => Ok(Broadcast {
+                id: expected,
+                block_num: 0,
+                dry_run: false,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -310,9 +358,20 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(NodeErrorKind::classify("missing required posting authority:Missing Posting Authority alice"), NodeErrorKind::MissingAuthority);
-        assert_eq!(NodeErrorKind::classify("Duplicate transaction check failed"), NodeErrorKind::Duplicate);
-        assert_eq!(NodeErrorKind::classify("transaction expiration exception"), NodeErrorKind::Expired);
+        assert_eq!(
+            NodeErrorKind::classify(
+                "missing required posting authority:Missing Posting Authority alice"
+            ),
+            NodeErrorKind::MissingAuthority
+        );
+        assert_eq!(
+            NodeErrorKind::classify("Duplicate transaction check failed"),
+            NodeErrorKind::Duplicate
+        );
+        assert_eq!(
+            NodeErrorKind::classify("transaction expiration exception"),
+            NodeErrorKind::Expired
+        );
         assert_eq!(NodeErrorKind::classify("bad"), NodeErrorKind::Other);
     }
 }

@@ -2,7 +2,12 @@
 //! dhive-generated vectors.
 
 // Test code: panics are the failure reports.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod node;
 mod vectors;

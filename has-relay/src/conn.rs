@@ -1,0 +1,372 @@
+//! One WebSocket connection: greeting, reading and dispatching frames, heartbeat, shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use has_crypto::memo::pok;
+use has_protocol::frame::{self, ToRelay};
+use has_protocol::messages::*;
+use has_protocol::{
+    AppToRelay, FrameError, PksaToRelay, ProtocolVersion, RelayToApp, RelayToPksa, Seconds,
+    UnixMillis,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::Ctx;
+use crate::hub::{Outbound, ReplyRejection, SocketId};
+
+/// A token bucket: `rate` tokens per second, at most `burst`.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            tokens: rate * 4.0,
+            rate,
+            burst: rate * 4.0,
+            last: Instant::now(),
+        }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Conn {
+    id: SocketId,
+    ctx: Arc<Ctx>,
+    tx: mpsc::Sender<Outbound>,
+    last_error: Option<Instant>,
+}
+
+impl Conn {
+    fn send(&self, text: String) {
+        let _ = self.tx.try_send(Outbound::Text(text));
+    }
+
+    /// Sends `{"cmd":"error"}`; at most one per second per socket (garbage is not amplified).
+    fn error(&mut self, message: &str) {
+        if self
+            .last_error
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_error = Some(Instant::now());
+        if let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg {
+            error: message.to_owned(),
+        })) {
+            self.send(t);
+        }
+    }
+
+    async fn handle_text(&mut self, text: &str) {
+        let m = &self.ctx.hub.metrics;
+        if text.len() > self.ctx.config.max_frame_bytes {
+            m.count("frame", "too_large");
+            let limit = self.ctx.config.max_frame_bytes;
+            self.error(&format!(
+                "frame of {} bytes exceeds the {limit} byte limit",
+                text.len()
+            ));
+            return;
+        }
+        let parsed = frame::parse_to_relay(text);
+        match parsed {
+            Err(FrameError::Ping) => m.count("ping_text", "ignored"),
+            Err(FrameError::Invalid(f)) => {
+                m.count(&f.message, "invalid");
+                self.error(&format!("invalid payload: {f}"));
+            }
+            Err(e) => {
+                m.count("frame", e.kind());
+                self.error(&e.to_string());
+            }
+            Ok(ToRelay::Unknown(cmd)) => {
+                m.count("unknown", "ignored");
+                tracing::debug!(socket = self.id, cmd, "ignoring unknown command");
+            }
+            Ok(ToRelay::App(AppToRelay::AttachReq(a))) => {
+                let ok = self.ctx.hub.attach(self.id, &a.uuid);
+                m.count("attach_req", if ok { "ack" } else { "nack" });
+            }
+            Ok(ToRelay::App(AppToRelay::Unknown)) => m.count("unknown", "ignored"),
+            Ok(ToRelay::App(req)) => {
+                let cmd = match &req {
+                    AppToRelay::AuthReq(_) => "auth_req",
+                    AppToRelay::SignReq(_) => "sign_req",
+                    _ => "challenge_req",
+                };
+                match self.ctx.hub.new_request(self.id, req) {
+                    Ok(_) => m.count(cmd, "accepted"),
+                    Err(e) => {
+                        m.count(cmd, "refused");
+                        self.error(&e);
+                    }
+                }
+            }
+            Ok(ToRelay::Pksa(PksaToRelay::KeyReq)) => {
+                m.count("key_req", "answered");
+                let key = self.ctx.hub.server_key().public_key().to_string();
+                if let Ok(t) = frame::encode(&RelayToPksa::KeyAck(KeyAck { key })) {
+                    self.send(t);
+                }
+            }
+            Ok(ToRelay::Pksa(PksaToRelay::RegisterReq(r))) => self.register(r).await,
+            Ok(ToRelay::Pksa(PksaToRelay::Error(e))) => {
+                m.count("error", "from_client");
+                tracing::debug!(socket = self.id, error = %e.error, "client sent error");
+            }
+            Ok(ToRelay::Pksa(PksaToRelay::Unknown)) => m.count("unknown", "ignored"),
+            Ok(ToRelay::Pksa(reply)) => {
+                let cmd = reply_cmd(&reply);
+                match self.ctx.hub.reply(self.id, reply) {
+                    Ok(uuid) => {
+                        m.count(cmd, "relayed");
+                        tracing::debug!(socket = self.id, cmd, %uuid, "reply relayed");
+                    }
+                    Err((why, uuid)) => {
+                        m.count(cmd, why.as_str());
+                        let uuid = uuid.map(|u| u.to_string()).unwrap_or_default();
+                        tracing::info!(
+                            socket = self.id,
+                            cmd,
+                            uuid,
+                            reason = why.as_str(),
+                            "reply not relayed"
+                        );
+                        if why != ReplyRejection::AlreadyAnswered {
+                            self.error(&format!("{cmd} for {uuid} not relayed: {}", why.as_str()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn register(&mut self, r: RegisterReq) {
+        let m = &self.ctx.hub.metrics;
+        let names: Vec<String> = r.accounts.iter().map(|a| a.name.to_string()).collect();
+        let keys = match self.ctx.directory.lookup(&names).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "account lookup failed");
+                m.count("register_req", "lookup_failed");
+                self.error("register_req: cannot look up the accounts right now");
+                return;
+            }
+        };
+        // Documented rule: every listed account must exist, or none is registered.
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| !keys.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            m.count("register_req", "unknown_account");
+            self.error(&format!(
+                "register_req: unknown account(s): {}",
+                unknown.join(", ")
+            ));
+            return;
+        }
+        let window = self.ctx.config.pok_time_window.as_millis() as i128;
+        for acct in &r.accounts {
+            let Some(account_keys) = keys.get(acct.name.as_str()) else {
+                continue;
+            };
+            let verdict = match acct.proof() {
+                None => Err("no pok".to_owned()),
+                Some(p) => {
+                    match pok::decode(self.ctx.hub.server_key(), self.ctx.hub.pok_cache(), p) {
+                        Err(e) => Err(format!("does not decode ({})", e.kind())),
+                        Ok(proof) if !account_keys.contains(&proof.from) => {
+                            Err("not signed by a key of the account".into())
+                        }
+                        Ok(proof) => match proof.value.parse::<i128>() {
+                            Err(_) => Err("value is not a millisecond timestamp".into()),
+                            Ok(t) if (t - i128::from(UnixMillis::now().0)).abs() > window => {
+                                Err("timestamp outside the allowed window".into())
+                            }
+                            Ok(_) => Ok(()),
+                        },
+                    }
+                }
+            };
+            match verdict {
+                Ok(()) => {
+                    m.count("register_req", "registered");
+                    tracing::info!(socket = self.id, account = %acct.name, app = %r.app, "account registered");
+                    self.ctx
+                        .hub
+                        .register(self.id, &acct.name, account_keys.clone());
+                }
+                Err(why) => {
+                    m.count("register_req", "bad_pok");
+                    tracing::info!(socket = self.id, account = %acct.name, reason = %why, "registration refused");
+                    // Not rate-limited: one answer per refused account.
+                    if let Ok(t) = frame::encode(&RelayToPksa::Error(ErrorMsg {
+                        error: format!(
+                            "register_req: account {}: invalid proof of key: {why}",
+                            acct.name
+                        ),
+                    })) {
+                        self.send(t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn reply_cmd(p: &PksaToRelay) -> &'static str {
+    match p {
+        PksaToRelay::AuthAck(_) => "auth_ack",
+        PksaToRelay::AuthNack(_) => "auth_nack",
+        PksaToRelay::AuthErr(_) => "auth_err",
+        PksaToRelay::SignAck(_) => "sign_ack",
+        PksaToRelay::SignNack(_) => "sign_nack",
+        PksaToRelay::SignErr(_) => "sign_err",
+        PksaToRelay::ChallengeAck(_) => "challenge_ack",
+        PksaToRelay::ChallengeNack(_) => "challenge_nack",
+        PksaToRelay::ChallengeErr(_) => "challenge_err",
+        _ => "other",
+    }
+}
+
+/// Serves one socket until it closes, misses pongs, or the relay shuts down.
+pub(crate) async fn serve_socket(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: SocketId,
+    ctx: Arc<Ctx>,
+    mut stop: broadcast::Receiver<()>,
+) {
+    let max = ctx.config.max_frame_bytes;
+    // tungstenite refuses (and closes on) messages above twice our limit; between the limit
+    // and that, we answer an error and keep the socket.
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(max.saturating_mul(2)))
+        .max_frame_size(Some(max.saturating_mul(2)));
+    let ws = match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "WebSocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    let (mut sink, mut source) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
+    ctx.hub.add_socket(id, tx.clone());
+    tracing::debug!(socket = id, %peer, "socket open");
+
+    let connected = RelayToApp::Connected(Connected {
+        server: Some(ctx.config.server_name.clone()),
+        socketid: Some(uuid::Uuid::new_v4().to_string()),
+        timeout: Some(Seconds(ctx.config.timeout.as_secs())),
+        ping_rate: Some(Seconds(ctx.config.ping_rate.as_secs())),
+        version: Some(ctx.version.to_owned()),
+        protocol: Some(ProtocolVersion::V1),
+    });
+    let mut conn = Conn {
+        id,
+        ctx: ctx.clone(),
+        tx,
+        last_error: None,
+    };
+    if let Ok(t) = frame::encode(&connected)
+        && sink.send(Message::Text(t.into())).await.is_err()
+    {
+        ctx.hub.remove_socket(id);
+        return;
+    }
+    let ping_rate = ctx.config.ping_rate.max(Duration::from_millis(100));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_rate, ping_rate);
+    let mut last_pong = Instant::now();
+    let mut bucket = Bucket::new(ctx.config.frames_per_second);
+    loop {
+        tokio::select! {
+            msg = source.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if !bucket.take() {
+                        ctx.hub.metrics.count("frame", "rate_limited");
+                        conn.error("rate limit exceeded: frame dropped");
+                        continue;
+                    }
+                    conn.handle_text(t.as_str()).await;
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    ctx.hub.metrics.count("frame", "binary");
+                    conn.error("binary frames are not part of the HAS protocol");
+                }
+                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(socket = id, error = %e, "socket error");
+                    break;
+                }
+            },
+            out = rx.recv() => match out {
+                Some(Outbound::Text(t)) => {
+                    if sink.send(Message::Text(t.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close) | None => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "closed by relay".into() }))).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if last_pong.elapsed() > ping_rate * 2 + Duration::from_millis(500) {
+                    tracing::info!(socket = id, "no pong for two heartbeats: closing");
+                    ctx.hub.metrics.count("socket", "ping_timeout");
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "heartbeat timeout".into() }))).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = stop.recv() => {
+                let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }))).await;
+                let _ = sink.flush().await;
+                break;
+            }
+        }
+    }
+    ctx.hub.remove_socket(id);
+    tracing::debug!(socket = id, "socket closed");
+}

@@ -1,0 +1,461 @@
+//! The routing state shared by all connections: registrations, pending requests, answers.
+//!
+//! Every method takes the lock briefly and never awaits; frames to other sockets go through
+//! their bounded outbound channels (`try_send`: a socket too slow to drain its queue is
+//! closed rather than allowed to stall the relay).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use has_crypto::{PrivateKey, PublicKey, SharedSecretCache, memo::pok};
+use has_protocol::messages::*;
+use has_protocol::{
+    AccountName, PksaToRelay, RelayToApp, RelayToPksa, RequestId, UnixMillis, frame,
+};
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// Id of a socket inside this relay.
+pub type SocketId = u64;
+
+/// What a connection task is told to do.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// Send this text frame.
+    Text(String),
+    /// Close the socket.
+    Close,
+}
+
+#[derive(Debug)]
+struct Socket {
+    tx: mpsc::Sender<Outbound>,
+    /// account → that account's public keys (from registration), for reply POK checks.
+    registered: HashMap<String, std::collections::HashSet<PublicKey>>,
+}
+
+#[derive(Debug)]
+struct Request {
+    account: String,
+    family: Family,
+    /// The relayed frame for PKSAs.
+    relayed: String,
+    app_socket: Option<SocketId>,
+    expire: UnixMillis,
+    created: Instant,
+    answer: Option<String>,
+    delivered_to: HashSet<SocketId>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sockets: HashMap<SocketId, Socket>,
+    /// account → sockets registered for it.
+    registrations: HashMap<String, HashSet<SocketId>>,
+    requests: HashMap<RequestId, Request>,
+}
+
+/// Why a reply was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyRejection {
+    /// No such request (unknown or already purged).
+    UnknownRequest,
+    /// The request expired.
+    Expired,
+    /// Another PKSA answered first.
+    AlreadyAnswered,
+    /// The sender is not registered for the request's account.
+    NotRegistered,
+    /// The reply's command does not match the request (e.g. sign_ack for an auth_req).
+    WrongFamily,
+    /// No `pok` and replies without one are not accepted.
+    MissingPok,
+    /// The `pok` does not decode to the uuid from one of the account's keys.
+    BadPok,
+}
+
+impl ReplyRejection {
+    /// Stable name (metrics, logs).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReplyRejection::UnknownRequest => "unknown_request",
+            ReplyRejection::Expired => "expired",
+            ReplyRejection::AlreadyAnswered => "already_answered",
+            ReplyRejection::NotRegistered => "not_registered",
+            ReplyRejection::WrongFamily => "wrong_family",
+            ReplyRejection::MissingPok => "missing_pok",
+            ReplyRejection::BadPok => "bad_pok",
+        }
+    }
+}
+
+/// The shared routing state.
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    server_key: PrivateKey,
+    pok_cache: SharedSecretCache,
+    timeout_ms: u64,
+    max_pending_per_account: usize,
+    allow_replies_without_pok: bool,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Hub {
+    /// A hub with the server key and limits.
+    pub fn new(
+        server_key: PrivateKey,
+        timeout_ms: u64,
+        max_pending_per_account: usize,
+        allow_replies_without_pok: bool,
+    ) -> Self {
+        Hub {
+            state: Mutex::new(State::default()),
+            server_key,
+            pok_cache: SharedSecretCache::new(4096),
+            timeout_ms,
+            max_pending_per_account,
+            allow_replies_without_pok,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The server key (for `key_ack` and POK decoding).
+    pub fn server_key(&self) -> &PrivateKey {
+        &self.server_key
+    }
+
+    /// The shared-secret cache for POK decoding.
+    pub fn pok_cache(&self) -> &SharedSecretCache {
+        &self.pok_cache
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it; the data is still consistent
+        // enough to keep routing (every mutation is a single insert/remove).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(state: &State, socket: SocketId, text: String) -> bool {
+        match state.sockets.get(&socket) {
+            Some(s) => match s.tx.try_send(Outbound::Text(text)) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(socket, "outbound queue full: closing the slow socket");
+                    let _ = s.tx.try_send(Outbound::Close);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            None => false,
+        }
+    }
+
+    /// A new socket.
+    pub fn add_socket(&self, id: SocketId, tx: mpsc::Sender<Outbound>) {
+        self.lock().sockets.insert(
+            id,
+            Socket {
+                tx,
+                registered: HashMap::new(),
+            },
+        );
+        self.metrics
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A socket went away: its registrations end; requests it made stay for `attach_req`.
+    pub fn remove_socket(&self, id: SocketId) {
+        let mut st = self.lock();
+        if let Some(sock) = st.sockets.remove(&id) {
+            for account in sock.registered.keys() {
+                if let Some(set) = st.registrations.get_mut(account) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        st.registrations.remove(account);
+                    }
+                }
+            }
+        }
+        for r in st.requests.values_mut() {
+            if r.app_socket == Some(id) {
+                r.app_socket = None;
+            }
+        }
+        self.metrics
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.registered_accounts.store(
+            st.registrations.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Every socket's outbound channel (for shutdown).
+    pub fn all_senders(&self) -> Vec<mpsc::Sender<Outbound>> {
+        self.lock().sockets.values().map(|s| s.tx.clone()).collect()
+    }
+
+    /// Accepts an app request: assigns uuid and expiry, answers `*_wait`, forwards to every
+    /// PKSA registered for the account or queues it. Returns the wait frame, or an error text.
+    pub fn new_request(&self, from: SocketId, req: AppToRelay) -> Result<String, String> {
+        let now = UnixMillis::now();
+        let uuid = RequestId::generate();
+        let expire = now.plus_millis(self.timeout_ms);
+        let (account, family, relayed, wait) = match req {
+            AppToRelay::AuthReq(r) => {
+                let relayed = RelayToPksa::AuthReq(RelayedAuthReq {
+                    account: r.account.clone(),
+                    data: r.data,
+                    uuid: uuid.clone(),
+                    expire,
+                    auth_key: r.auth_key,
+                    token: r.token,
+                });
+                let wait = RelayToApp::AuthWait(Wait {
+                    uuid: uuid.clone(),
+                    expire,
+                    account: Some(r.account.clone()),
+                });
+                (r.account, Family::Auth, relayed, wait)
+            }
+            AppToRelay::SignReq(r) => {
+                let relayed = RelayToPksa::SignReq(RelayedSignReq {
+                    account: r.account.clone(),
+                    data: r.data,
+                    uuid: uuid.clone(),
+                    expire,
+                    token: r.token,
+                });
+                let wait = RelayToApp::SignWait(Wait {
+                    uuid: uuid.clone(),
+                    expire,
+                    account: Some(r.account.clone()),
+                });
+                (r.account, Family::Sign, relayed, wait)
+            }
+            AppToRelay::ChallengeReq(r) => {
+                let relayed = RelayToPksa::ChallengeReq(RelayedChallengeReq {
+                    account: r.account.clone(),
+                    data: r.data,
+                    uuid: uuid.clone(),
+                    expire,
+                    token: r.token,
+                });
+                let wait = RelayToApp::ChallengeWait(Wait {
+                    uuid: uuid.clone(),
+                    expire,
+                    account: Some(r.account.clone()),
+                });
+                (r.account, Family::Challenge, relayed, wait)
+            }
+            _ => return Err("not a request".into()),
+        };
+        let relayed = frame::encode(&relayed).map_err(|e| e.to_string())?;
+        let wait = frame::encode(&wait).map_err(|e| e.to_string())?;
+        let mut st = self.lock();
+        let pending = st
+            .requests
+            .values()
+            .filter(|r| r.account == account.as_str() && r.answer.is_none() && r.expire > now)
+            .count();
+        if pending >= self.max_pending_per_account {
+            return Err(format!("too many pending requests for {account}"));
+        }
+        let targets: Vec<SocketId> = st
+            .registrations
+            .get(account.as_str())
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        // The wait goes out before the relayed request can be answered.
+        Self::send(&st, from, wait.clone());
+        let mut delivered = HashSet::new();
+        for t in targets {
+            if Self::send(&st, t, relayed.clone()) {
+                delivered.insert(t);
+            }
+        }
+        st.requests.insert(
+            uuid,
+            Request {
+                account: account.to_string(),
+                family,
+                relayed,
+                app_socket: Some(from),
+                expire,
+                created: Instant::now(),
+                answer: None,
+                delivered_to: delivered,
+            },
+        );
+        self.metrics.queue_depth.store(
+            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(wait)
+    }
+
+    /// Registers `socket` for `account` (its keys already verified) and delivers the
+    /// requests queued for it.
+    pub fn register(
+        &self,
+        socket: SocketId,
+        account: &AccountName,
+        keys: std::collections::HashSet<PublicKey>,
+    ) {
+        let now = UnixMillis::now();
+        let mut st = self.lock();
+        let Some(sock) = st.sockets.get_mut(&socket) else {
+            return;
+        };
+        sock.registered.insert(account.to_string(), keys);
+        st.registrations
+            .entry(account.to_string())
+            .or_default()
+            .insert(socket);
+        let ack = frame::encode(&RelayToPksa::RegisterAck(RegisterAck {
+            account: account.clone(),
+        }));
+        if let Ok(ack) = ack {
+            Self::send(&st, socket, ack);
+        }
+        let queued: Vec<(RequestId, String)> = st
+            .requests
+            .iter()
+            .filter(|(_, r)| {
+                r.account == account.as_str()
+                    && r.answer.is_none()
+                    && r.expire > now
+                    && !r.delivered_to.contains(&socket)
+            })
+            .map(|(u, r)| (u.clone(), r.relayed.clone()))
+            .collect();
+        for (uuid, text) in queued {
+            if Self::send(&st, socket, text)
+                && let Some(r) = st.requests.get_mut(&uuid)
+            {
+                r.delivered_to.insert(socket);
+            }
+        }
+        self.metrics.registered_accounts.store(
+            st.registrations.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Routes a PKSA reply to its app (first terminal reply wins; `pok` stripped).
+    pub fn reply(
+        &self,
+        from: SocketId,
+        reply: PksaToRelay,
+    ) -> Result<RequestId, (ReplyRejection, Option<RequestId>)> {
+        let Some((family, uuid, pok_text)) = reply
+            .reply_parts()
+            .map(|(f, u, p)| (f, u.clone(), p.map(str::to_owned)))
+        else {
+            return Err((ReplyRejection::UnknownRequest, None));
+        };
+        let now = UnixMillis::now();
+        let mut st = self.lock();
+        let (account, expired, answered, req_family) = match st.requests.get(&uuid) {
+            None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
+            Some(r) => (
+                r.account.clone(),
+                r.expire <= now,
+                r.answer.is_some(),
+                r.family,
+            ),
+        };
+        if expired {
+            return Err((ReplyRejection::Expired, Some(uuid)));
+        }
+        if answered {
+            return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
+        }
+        if req_family != family {
+            return Err((ReplyRejection::WrongFamily, Some(uuid)));
+        }
+        let Some(keys) = st
+            .sockets
+            .get(&from)
+            .and_then(|s| s.registered.get(&account))
+        else {
+            return Err((ReplyRejection::NotRegistered, Some(uuid)));
+        };
+        match pok_text {
+            Some(p) => match pok::decode(&self.server_key, &self.pok_cache, &p) {
+                Ok(proof) if proof.value == uuid.as_str() && keys.contains(&proof.from) => {}
+                _ => return Err((ReplyRejection::BadPok, Some(uuid))),
+            },
+            None if self.allow_replies_without_pok => {}
+            None => return Err((ReplyRejection::MissingPok, Some(uuid))),
+        }
+        let Some(app_frame) = reply.into_app_reply() else {
+            return Err((ReplyRejection::UnknownRequest, Some(uuid)));
+        };
+        let text = frame::encode(&app_frame)
+            .map_err(|_| (ReplyRejection::UnknownRequest, Some(uuid.clone())))?;
+        let app = st.requests.get(&uuid).and_then(|r| r.app_socket);
+        if let Some(r) = st.requests.get_mut(&uuid) {
+            r.answer = Some(text.clone());
+            self.metrics.observe_latency(r.created.elapsed());
+        }
+        if let Some(app) = app {
+            Self::send(&st, app, text);
+        }
+        self.metrics.queue_depth.store(
+            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(uuid)
+    }
+
+    /// `attach_req`: re-binds the request to `socket`; `attach_ack` then the stored answer, or
+    /// `attach_nack` when the request (or its answer) expired.
+    pub fn attach(&self, socket: SocketId, uuid: &RequestId) -> bool {
+        let now = UnixMillis::now();
+        let mut st = self.lock();
+        let live = st.requests.get(uuid).is_some_and(|r| r.expire > now);
+        let attach = Attach { uuid: uuid.clone() };
+        if !live {
+            if let Ok(t) = frame::encode(&RelayToApp::AttachNack(attach)) {
+                Self::send(&st, socket, t);
+            }
+            return false;
+        }
+        let answer = st.requests.get_mut(uuid).and_then(|r| {
+            r.app_socket = Some(socket);
+            r.answer.clone()
+        });
+        if let Ok(t) = frame::encode(&RelayToApp::AttachAck(attach)) {
+            Self::send(&st, socket, t);
+        }
+        if let Some(a) = answer {
+            Self::send(&st, socket, a);
+        }
+        true
+    }
+
+    /// Drops requests (and kept answers) whose expiry passed. Returns how many.
+    pub fn purge_expired(&self) -> usize {
+        let now = UnixMillis::now();
+        let mut st = self.lock();
+        let before = st.requests.len();
+        st.requests.retain(|_, r| r.expire > now);
+        let n = before - st.requests.len();
+        self.metrics.queue_depth.store(
+            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        n
+    }
+
+    /// Number of requests held (pending and answered).
+    pub fn request_count(&self) -> usize {
+        self.lock().requests.len()
+    }
+}

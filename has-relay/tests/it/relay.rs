@@ -1,0 +1,425 @@
+//! Every relay rule, over real sockets.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::peer::*;
+
+#[tokio::test]
+async fn greeting_and_key() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |_| {}).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&f.relay.url)
+        .await
+        .unwrap();
+    use futures_util::StreamExt;
+    let hello = match ws.next().await.unwrap().unwrap() {
+        tokio_tungstenite::tungstenite::Message::Text(t) => {
+            serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
+        }
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(hello["cmd"], "connected");
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["timeout"], 60);
+    assert_eq!(hello["ping_rate"], 30);
+    assert!(hello["socketid"].as_str().unwrap().len() == 36);
+    assert!(hello["version"].is_string() && hello["server"].is_string());
+    // key_ack at any time, any number of times, stable across restarts (same key file).
+    let mut p = Peer::connect(&f.relay.url).await;
+    for _ in 0..2 {
+        p.send(json!({"cmd": "key_req"})).await;
+        assert_eq!(p.recv().await["key"], f.relay.server_key.to_string());
+    }
+}
+
+#[tokio::test]
+async fn server_key_persists_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k");
+    let a = has_relay::load_or_create_server_key(&path).unwrap();
+    let b = has_relay::load_or_create_server_key(&path).unwrap();
+    assert_eq!(a.public_key(), b.public_key());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        has_relay::load_or_create_server_key(&path).is_err(),
+        "a world-readable key is refused"
+    );
+}
+
+#[tokio::test]
+async fn registration_rules() {
+    let alice = TestAccount::new("alice");
+    let bob = TestAccount::new("bob");
+    let f = relay_with(&[&alice, &bob], |_| {}).await;
+    let server = f.relay.server_key;
+    let mut p = Peer::connect(&f.relay.url).await;
+
+    // Unknown account in the batch: nobody is registered.
+    p.send(json!({"cmd": "register_req", "app": "t", "accounts": [
+        {"name": "alice", "pok": alice.pok(&server, &now_ms().to_string())},
+        {"name": "nobody", "pok": alice.pok(&server, &now_ms().to_string())}]}))
+        .await;
+    let e = p.recv().await;
+    assert_eq!(e["cmd"], "error");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown account(s): nobody")
+    );
+
+    // POK from another account's key.
+    p.send(json!({"cmd": "register_req", "app": "t", "accounts": [{"name": "alice", "pok": bob.pok(&server, &now_ms().to_string())}]})).await;
+    let e = p.recv().await;
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by a key of the account"),
+        "{e}"
+    );
+
+    // Stale timestamp.
+    p.send(json!({"cmd": "register_req", "app": "t", "accounts": [{"name": "alice", "pok": alice.pok(&server, &(now_ms() - 60_000).to_string())}]})).await;
+    let e = p.recv().await;
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("outside the allowed window"),
+        "{e}"
+    );
+
+    // Valid protocol 1, then 0.8 form (key_type + challenge) with a doubled '#'.
+    p.send(json!({"cmd": "register_req", "app": "t", "accounts": [{"name": "alice", "pok": alice.pok(&server, &now_ms().to_string())}]})).await;
+    assert_eq!(
+        p.recv().await,
+        json!({"cmd": "register_ack", "account": "alice"})
+    );
+    let mut k = Peer::connect(&f.relay.url).await;
+    let challenge = alice.pok(&server, &format!("#{}", now_ms()));
+    k.send(json!({"cmd": "register_req", "app": "Hive Keychain", "accounts": [{"key_type": "memo", "challenge": challenge, "name": "bob"}]})).await;
+    let e = k.recv().await;
+    assert_eq!(e["cmd"], "error", "alice's key cannot register bob");
+    let challenge = bob.pok(&server, &format!("#{}", now_ms()));
+    k.send(json!({"cmd": "register_req", "app": "Hive Keychain", "accounts": [{"key_type": "memo", "challenge": challenge, "name": "bob"}]})).await;
+    assert_eq!(k.recv().await["cmd"], "register_ack");
+}
+
+#[tokio::test]
+async fn queued_request_is_delivered_on_registration_and_reply_reaches_app_without_pok() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |_| {}).await;
+    let server = f.relay.server_key;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA, "auth_key": DATA}))
+        .await;
+    let wait = app.recv().await;
+    assert_eq!(wait["cmd"], "auth_wait");
+    assert_eq!(wait["account"], "alice");
+    let uuid = wait["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(uuid.len(), 36);
+    assert!(wait["expire"].as_u64().unwrap() > now_ms());
+
+    // The PKSA registers after the request was queued.
+    let mut p = pksa(&f.relay.url, &server, &alice).await;
+    let req = p.recv_cmd("auth_req").await;
+    assert_eq!(req["uuid"], uuid);
+    assert_eq!(req["data"], DATA);
+    assert_eq!(req["auth_key"], DATA);
+    assert_eq!(req["expire"], wait["expire"]);
+
+    p.send(
+        json!({"cmd": "auth_ack", "uuid": uuid, "data": DATA, "pok": alice.pok(&server, &uuid)}),
+    )
+    .await;
+    let ack = app.recv().await;
+    assert_eq!(
+        ack,
+        json!({"cmd": "auth_ack", "uuid": uuid, "data": DATA}),
+        "pok is stripped"
+    );
+}
+
+#[tokio::test]
+async fn two_pksas_first_reply_wins() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |_| {}).await;
+    let server = f.relay.server_key;
+    let mut p1 = pksa(&f.relay.url, &server, &alice).await;
+    let mut p2 = pksa(&f.relay.url, &server, &alice).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    let uuid = app.recv().await["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(p1.recv_cmd("sign_req").await["uuid"], uuid);
+    assert_eq!(p2.recv_cmd("sign_req").await["uuid"], uuid);
+    p1.send(json!({"cmd": "sign_ack", "uuid": uuid, "broadcast": true, "data": "ab".repeat(20), "pok": alice.pok(&server, &uuid)})).await;
+    p2.send(
+        json!({"cmd": "sign_nack", "uuid": uuid, "data": DATA, "pok": alice.pok(&server, &uuid)}),
+    )
+    .await;
+    let first = app.recv().await;
+    assert_eq!(first["cmd"], "sign_ack");
+    assert_eq!(first["broadcast"], true);
+    app.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn replies_must_come_from_a_registered_socket_with_a_valid_pok() {
+    let alice = TestAccount::new("alice");
+    let bob = TestAccount::new("bob");
+    let f = relay_with(&[&alice, &bob], |_| {}).await;
+    let server = f.relay.server_key;
+    let mut pa = pksa(&f.relay.url, &server, &alice).await;
+    let mut pb = pksa(&f.relay.url, &server, &bob).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "challenge_req", "account": "alice", "data": DATA}))
+        .await;
+    let uuid = app.recv().await["uuid"].as_str().unwrap().to_owned();
+    pa.recv_cmd("challenge_req").await;
+
+    // Bob's PKSA (not registered for alice) answers with a valid pok of its own key.
+    pb.send(
+        json!({"cmd": "challenge_ack", "uuid": uuid, "data": DATA, "pok": bob.pok(&server, &uuid)}),
+    )
+    .await;
+    assert!(
+        pb.recv().await["error"]
+            .as_str()
+            .unwrap()
+            .contains("not_registered")
+    );
+    // Alice's PKSA without pok (0.8 shape): refused by default.
+    pa.send(json!({"cmd": "challenge_ack", "uuid": uuid, "data": DATA}))
+        .await;
+    assert!(
+        pa.recv().await["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing_pok")
+    );
+    // With a pok over another value.
+    pa.send(json!({"cmd": "challenge_ack", "uuid": uuid, "data": DATA, "pok": alice.pok(&server, "other")})).await;
+    app.expect_silence(Duration::from_millis(200)).await;
+    // A sign_ack for a challenge request.
+    pa.send(
+        json!({"cmd": "sign_ack", "uuid": uuid, "data": "00", "pok": alice.pok(&server, &uuid)}),
+    )
+    .await;
+    app.expect_silence(Duration::from_millis(200)).await;
+    // The right one.
+    pa.send(json!({"cmd": "challenge_ack", "uuid": uuid, "data": DATA, "pok": alice.pok(&server, &uuid)})).await;
+    assert_eq!(app.recv().await["cmd"], "challenge_ack");
+}
+
+#[tokio::test]
+async fn replies_without_pok_accepted_when_configured() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.allow_replies_without_pok = true).await;
+    let server = f.relay.server_key;
+    let mut p = pksa(&f.relay.url, &server, &alice).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA}))
+        .await;
+    let uuid = app.recv().await["uuid"].as_str().unwrap().to_owned();
+    p.recv_cmd("auth_req").await;
+    p.send(json!({"cmd": "auth_nack", "uuid": uuid})).await;
+    assert_eq!(app.recv().await, json!({"cmd": "auth_nack", "uuid": uuid}));
+}
+
+#[tokio::test]
+async fn attach_after_reconnect_gets_the_stored_answer_and_expiry_gives_nack() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.timeout = Duration::from_secs(2)).await;
+    let server = f.relay.server_key;
+    let mut p = pksa(&f.relay.url, &server, &alice).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    let wait = app.recv().await;
+    let uuid = wait["uuid"].as_str().unwrap().to_owned();
+    drop(app); // the app's socket goes away
+    p.recv_cmd("sign_req").await;
+    p.send(json!({"cmd": "sign_ack", "uuid": uuid, "broadcast": false, "data": {"signatures": []}, "pok": alice.pok(&server, &uuid)})).await;
+
+    let mut app2 = Peer::connect(&f.relay.url).await;
+    app2.send(json!({"cmd": "attach_req", "uuid": uuid})).await;
+    assert_eq!(
+        app2.recv().await,
+        json!({"cmd": "attach_ack", "uuid": uuid})
+    );
+    let stored = app2.recv().await;
+    assert_eq!(stored["cmd"], "sign_ack");
+    assert!(stored.get("pok").is_none());
+
+    // Unknown uuid.
+    app2.send(json!({"cmd": "attach_req", "uuid": "nope"}))
+        .await;
+    assert_eq!(
+        app2.recv().await,
+        json!({"cmd": "attach_nack", "uuid": "nope"})
+    );
+
+    // After expiry the answer is gone and a late reply is refused.
+    let expire = wait["expire"].as_u64().unwrap();
+    while now_ms() <= expire + 50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app2.send(json!({"cmd": "attach_req", "uuid": uuid})).await;
+    assert_eq!(app2.recv().await["cmd"], "attach_nack");
+}
+
+#[tokio::test]
+async fn garbage_is_answered_or_ignored_and_never_kills_the_socket() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.max_frame_bytes = 4096).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send_text("ping").await; // Keychain extension keep-alive: ignored
+    app.send(json!({"cmd": "auth_wait"})).await; // unknown from a client: ignored
+    app.expect_silence(Duration::from_millis(200)).await;
+    app.send_text("{not json").await;
+    assert_eq!(
+        app.recv().await,
+        json!({"cmd": "error", "error": "frame is not valid JSON"})
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // errors are rate-limited to 1/s
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": 5}))
+        .await;
+    assert_eq!(
+        app.recv().await["error"],
+        "invalid payload: sign_req: /data must be a string"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": "x".repeat(5000)}))
+        .await;
+    assert!(
+        app.recv().await["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the 4096 byte limit")
+    );
+    // Still usable.
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA}))
+        .await;
+    assert_eq!(app.recv().await["cmd"], "auth_wait");
+}
+
+#[tokio::test]
+async fn limits_pending_requests_and_rate() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| {
+        c.max_pending_per_account = 2;
+        c.frames_per_second = 5;
+    })
+    .await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    for _ in 0..2 {
+        app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA}))
+            .await;
+        assert_eq!(app.recv().await["cmd"], "auth_wait");
+    }
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA}))
+        .await;
+    assert!(
+        app.recv().await["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many pending requests")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // errors are rate-limited to 1/s
+    // Burst of 4×5 = 20 frames, then drops.
+    for _ in 0..40 {
+        app.send(json!({"cmd": "attach_req", "uuid": "x"})).await;
+    }
+    let mut nacks = 0;
+    let mut limited = false;
+    while let Some(f) = app.try_recv(Duration::from_millis(300)).await {
+        match f["cmd"].as_str() {
+            Some("attach_nack") => nacks += 1,
+            Some("error") => limited |= f["error"].as_str().unwrap().contains("rate limit"),
+            _ => {}
+        }
+    }
+    assert!(limited && (15..40).contains(&nacks), "nacks {nacks}");
+}
+
+#[tokio::test]
+async fn heartbeat_closes_a_socket_that_never_pongs() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.ping_rate = Duration::from_millis(200)).await;
+    // A raw client: handshake by hand, then read frames without ever answering pings.
+    let mut s = tokio::net::TcpStream::connect(f.relay.addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", f.relay.addr).as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut all = vec![];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return true;
+            }
+            all.extend_from_slice(&buf[..n]);
+            // A close frame from the server: 0x88, then a status 1001 (0x03e9).
+            if all
+                .windows(4)
+                .any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xe9)
+            {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "the relay closed the silent socket");
+    assert!(all.windows(1).any(|w| w[0] == 0x89), "it pinged first");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_cleanly_and_metrics_count() {
+    let alice = TestAccount::new("alice");
+    let metrics_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let f = relay_with(&[&alice], |c| c.metrics_listen = Some(metrics_port)).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "auth_req", "account": "alice", "data": DATA}))
+        .await;
+    app.recv().await;
+    // Metrics over plain HTTP.
+    let body = loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(metrics_port).await {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            break out;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert!(body.contains("has_relay_connections 1"), "{body}");
+    assert!(
+        body.contains("has_relay_frames_total{cmd=\"auth_req\",outcome=\"accepted\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("has_relay_queue_depth 1"));
+    f.relay.shutdown().await.unwrap();
+    use futures_util::StreamExt;
+    let mut saw_close = false;
+    while let Some(Ok(m)) = app.ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Close(Some(c)) = m {
+            assert_eq!(u16::from(c.code), 1001);
+            saw_close = true;
+        }
+    }
+    assert!(saw_close);
+}
