@@ -66,7 +66,17 @@ impl Conn {
         let _ = self.tx.try_send(Outbound::Text(text));
     }
 
-    /// Sends `{"cmd":"error"}`; at most one per second per socket (garbage is not amplified).
+    /// Answers a frame that was refused (a request over a limit, a dropped frame): always sent,
+    /// one per refused frame, so a client matching answers to requests in order never loses
+    /// its place.
+    fn refuse(&mut self, message: &str) {
+        if let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg { error: message.to_owned() })) {
+            self.send(t);
+        }
+    }
+
+    /// Sends `{"cmd":"error"}` for garbage; at most one per second per socket (garbage is not
+    /// amplified).
     fn error(&mut self, message: &str) {
         if self
             .last_error
@@ -123,7 +133,7 @@ impl Conn {
                     Ok(_) => m.count(cmd, "accepted"),
                     Err(e) => {
                         m.count(cmd, "refused");
-                        self.error(&e);
+                        self.refuse(&e);
                     }
                 }
             }
@@ -321,7 +331,7 @@ pub(crate) async fn serve_socket(
                 Some(Ok(Message::Text(t))) => {
                     if !bucket.take() {
                         ctx.hub.metrics.count("frame", "rate_limited");
-                        conn.error("rate limit exceeded: frame dropped");
+                        conn.refuse("rate limit exceeded: frame dropped");
                         continue;
                     }
                     conn.handle_text(t.as_str()).await;
