@@ -10,8 +10,8 @@ use has_protocol::auth_payload::AuthPayload;
 use has_protocol::messages::*;
 use has_protocol::payloads::*;
 use has_protocol::{
-    AccountName, AppToRelay, AuthKey, AuthReqSecret, Encrypted, KeyType, RelayToApp, RequestId, UnixMillis,
-    frame,
+    AccountName, AppToRelay, AuthKey, AuthReqSecret, Encrypted, KeyType, RelayToApp, RequestId,
+    UnixMillis, frame,
 };
 use hive_chain::rpc::RpcClient;
 use hive_chain::{Operation, SignedTransaction};
@@ -117,7 +117,10 @@ pub struct HasClient {
 
 impl std::fmt::Debug for HasClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HasClient").field("url", &self.url).field("protocol", &self.protocol).finish()
+        f.debug_struct("HasClient")
+            .field("url", &self.url)
+            .field("protocol", &self.protocol)
+            .finish()
     }
 }
 
@@ -135,7 +138,9 @@ impl HasClient {
     /// Connects, reads `connected`, checks the protocol (0.8 and 1 are accepted).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
         let (mut sink, mut source) = ws.split();
         // The first text frame must be `connected`.
         let connected = tokio::time::timeout(WAIT_TIMEOUT, async {
@@ -178,12 +183,22 @@ impl HasClient {
             let mut st = lock(&reader_shared);
             st.closed = Some("the connection closed".into());
             for p in st.waiting.drain(..) {
-                let _ = p.wait.send(Err(ClientError::Connection("the connection closed".into())));
+                let _ = p
+                    .wait
+                    .send(Err(ClientError::Connection("the connection closed".into())));
             }
             st.replies.clear();
             st.attaches.clear();
         });
-        Ok(HasClient { url: url.to_owned(), out, shared, timeout, protocol, chain: None, reader })
+        Ok(HasClient {
+            url: url.to_owned(),
+            out,
+            shared,
+            timeout,
+            protocol,
+            chain: None,
+            reader,
+        })
     }
 
     /// Verifies sign-only transactions against the accounts' on-chain authorities too.
@@ -203,11 +218,19 @@ impl HasClient {
     }
 
     async fn send_text(&self, text: String) -> Result<(), ClientError> {
-        self.out.send(text).await.map_err(|_| ClientError::Connection("the connection closed".into()))
+        self.out
+            .send(text)
+            .await
+            .map_err(|_| ClientError::Connection("the connection closed".into()))
     }
 
     /// Sends a request and waits for its `*_wait`; returns it and the reply slot.
-    async fn request(&self, kind: Kind, account: &AccountName, frame_text: String) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
+    async fn request(
+        &self,
+        kind: Kind,
+        account: &AccountName,
+        frame_text: String,
+    ) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
         let (wait_tx, wait_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
         {
@@ -215,7 +238,12 @@ impl HasClient {
             if let Some(why) = &st.closed {
                 return Err(ClientError::Connection(why.clone()));
             }
-            st.waiting.push_back(Pending { kind, account: account.clone(), wait: wait_tx, reply: reply_tx });
+            st.waiting.push_back(Pending {
+                kind,
+                account: account.clone(),
+                wait: wait_tx,
+                reply: reply_tx,
+            });
         }
         self.send_text(frame_text).await?;
         match tokio::time::timeout(WAIT_TIMEOUT, wait_rx).await {
@@ -226,11 +254,19 @@ impl HasClient {
         }
     }
 
-    async fn answer(&self, wait: &Wait, reply: oneshot::Receiver<RelayToApp>) -> Result<RelayToApp, ClientError> {
-        let left = Duration::from_millis(wait.expire.0.saturating_sub(UnixMillis::now().0)) + EXPIRY_GRACE;
+    async fn answer(
+        &self,
+        wait: &Wait,
+        reply: oneshot::Receiver<RelayToApp>,
+    ) -> Result<RelayToApp, ClientError> {
+        let left =
+            Duration::from_millis(wait.expire.0.saturating_sub(UnixMillis::now().0)) + EXPIRY_GRACE;
         match tokio::time::timeout(left, reply).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(ClientError::Connection(format!("the connection closed while waiting for {}", wait.uuid))),
+            Ok(Err(_)) => Err(ClientError::Connection(format!(
+                "the connection closed while waiting for {}",
+                wait.uuid
+            ))),
             Err(_) => {
                 lock(&self.shared).replies.remove(&wait.uuid);
                 Err(ClientError::Expired(wait.uuid.clone()))
@@ -253,7 +289,11 @@ impl HasClient {
             AuthMode::Interactive(cb) => (AuthKey::generate(), None, Some(cb)),
             AuthMode::ExistingKey(k) => (k, None, None),
         };
-        let data = AuthReqData { app, challenge: challenge.clone(), token: None };
+        let data = AuthReqData {
+            app,
+            challenge: challenge.clone(),
+            token: None,
+        };
         let req = AppToRelay::AuthReq(AuthReq {
             account: account.clone(),
             data: Encrypted::encrypt(&data, &auth_key),
@@ -263,19 +303,33 @@ impl HasClient {
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
         let (wait, reply) = self.request(Kind::Auth, &account, text).await?;
         if let Some(cb) = show {
-            cb(&AuthPayload { account: account.clone(), uuid: wait.uuid.clone(), key: auth_key.clone(), host: self.url.clone() });
+            cb(&AuthPayload {
+                account: account.clone(),
+                uuid: wait.uuid.clone(),
+                key: auth_key.clone(),
+                host: self.url.clone(),
+            });
         }
         let uuid = wait.uuid.clone();
         match self.answer(&wait, reply).await? {
             RelayToApp::AuthAck(a) => {
-                let d = a.data.decrypt(&auth_key).map_err(|e| ClientError::InvalidAnswer { uuid: uuid.clone(), reason: e.to_string() })?;
+                let d = a
+                    .data
+                    .decrypt(&auth_key)
+                    .map_err(|e| ClientError::InvalidAnswer {
+                        uuid: uuid.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let pubkey = match (&challenge, &d.challenge) {
                     (Some(spec), Some(AuthChallengeAnswer::Signed(c))) => {
                         verify_signature(&uuid, &c.pubkey, &c.challenge, &spec.challenge)?;
                         Some(c.pubkey.clone())
                     }
                     (Some(_), _) => {
-                        return Err(ClientError::InvalidAnswer { uuid, reason: "the requested challenge was not signed".into() });
+                        return Err(ClientError::InvalidAnswer {
+                            uuid,
+                            reason: "the requested challenge was not signed".into(),
+                        });
                     }
                     (None, _) => None,
                 };
@@ -286,9 +340,21 @@ impl HasClient {
     }
 
     /// Asks the PKSA to sign (and broadcast) operations. A sign-only result is verified.
-    pub async fn sign(&self, session: &Session, ops: Vec<serde_json::Value>, key_type: KeyType, broadcast: bool) -> Result<SignResult, ClientError> {
-        let parsed_ops = Operation::list_from_json(&ops).map_err(|e| ClientError::Input(e.to_string()))?;
-        let data = SignReqData { key_type, ops, broadcast, nonce: Some(session.next_nonce()) };
+    pub async fn sign(
+        &self,
+        session: &Session,
+        ops: Vec<serde_json::Value>,
+        key_type: KeyType,
+        broadcast: bool,
+    ) -> Result<SignResult, ClientError> {
+        let parsed_ops =
+            Operation::list_from_json(&ops).map_err(|e| ClientError::Input(e.to_string()))?;
+        let data = SignReqData {
+            key_type,
+            ops,
+            broadcast,
+            nonce: Some(session.next_nonce()),
+        };
         let req = AppToRelay::SignReq(SignReq {
             account: session.account.clone(),
             data: Encrypted::encrypt(&data, &session.auth_key),
@@ -297,7 +363,10 @@ impl HasClient {
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
         let (wait, reply) = self.request(Kind::Sign, &session.account, text).await?;
         let uuid = wait.uuid.clone();
-        let bad = |reason: String| ClientError::InvalidAnswer { uuid: uuid.clone(), reason };
+        let bad = |reason: String| ClientError::InvalidAnswer {
+            uuid: uuid.clone(),
+            reason,
+        };
         match self.answer(&wait, reply).await? {
             RelayToApp::SignAck(a) => match (broadcast, a.data) {
                 (true, SignAckData::TxId(id)) => {
@@ -307,14 +376,20 @@ impl HasClient {
                     Ok(SignResult::Broadcast { uuid, tx_id: id })
                 }
                 (false, SignAckData::Transaction(obj)) => {
-                    let tx: SignedTransaction = serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| bad(e.to_string()))?;
+                    let tx: SignedTransaction =
+                        serde_json::from_value(serde_json::Value::Object(obj))
+                            .map_err(|e| bad(e.to_string()))?;
                     if tx.operations != parsed_ops {
                         return Err(bad("the signed operations differ from the request".into()));
                     }
                     // The signatures are recovered against our chain id (mainnet unless the
                     // chain client says otherwise) and must satisfy the required authorities.
                     let signers = self.verify_signed(&tx).await.map_err(bad)?;
-                    Ok(SignResult::Signed { uuid, transaction: Box::new(tx), signers })
+                    Ok(SignResult::Signed {
+                        uuid,
+                        transaction: Box::new(tx),
+                        signers,
+                    })
                 }
                 (b, d) => Err(bad(format!("broadcast={b} but data is {d:?}"))),
             },
@@ -332,12 +407,17 @@ impl HasClient {
             let required = tx.transaction().required();
             let names: Vec<String> = required.accounts.iter().map(|(a, _)| a.clone()).collect();
             let accounts = rpc.get_accounts(&names).await.map_err(|e| e.to_string())?;
-            let map: hive_chain::accounts::AccountMap = accounts.into_iter().map(|a| (a.name.clone(), a)).collect();
+            let map: hive_chain::accounts::AccountMap =
+                accounts.into_iter().map(|a| (a.name.clone(), a)).collect();
             let set: std::collections::HashSet<PublicKey> = signers.iter().copied().collect();
             for (name, level) in &required.accounts {
-                let acct = map.get(name).ok_or_else(|| format!("account {name} not found"))?;
+                let acct = map
+                    .get(name)
+                    .ok_or_else(|| format!("account {name} not found"))?;
                 if !hive_chain::accounts::has_authority(acct, *level, &set, &map) {
-                    return Err(format!("the signatures do not satisfy {name}'s {level} authority"));
+                    return Err(format!(
+                        "the signatures do not satisfy {name}'s {level} authority"
+                    ));
                 }
             }
         }
@@ -346,7 +426,13 @@ impl HasClient {
 
     /// Asks the PKSA to sign `challenge` with the key of `key_type` (or, with `decrypt`, to
     /// decrypt the memo `challenge`). A signature is verified against the returned key.
-    pub async fn challenge(&self, session: &Session, key_type: KeyType, challenge: &str, decrypt: bool) -> Result<ChallengeResult, ClientError> {
+    pub async fn challenge(
+        &self,
+        session: &Session,
+        key_type: KeyType,
+        challenge: &str,
+        decrypt: bool,
+    ) -> Result<ChallengeResult, ClientError> {
         let data = ChallengeReqData {
             key_type,
             challenge: challenge.to_owned(),
@@ -359,19 +445,34 @@ impl HasClient {
             token: session.token.clone(),
         });
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (wait, reply) = self.request(Kind::Challenge, &session.account, text).await?;
+        let (wait, reply) = self
+            .request(Kind::Challenge, &session.account, text)
+            .await?;
         let uuid = wait.uuid.clone();
         match self.answer(&wait, reply).await? {
             RelayToApp::ChallengeAck(a) => {
-                let d = a.data.decrypt(&session.auth_key).map_err(|e| ClientError::InvalidAnswer { uuid: uuid.clone(), reason: e.to_string() })?;
+                let d =
+                    a.data
+                        .decrypt(&session.auth_key)
+                        .map_err(|e| ClientError::InvalidAnswer {
+                            uuid: uuid.clone(),
+                            reason: e.to_string(),
+                        })?;
                 if decrypt {
                     if !d.challenge.starts_with('#') {
-                        return Err(ClientError::InvalidAnswer { uuid, reason: "a decrypted memo starts with #".into() });
+                        return Err(ClientError::InvalidAnswer {
+                            uuid,
+                            reason: "a decrypted memo starts with #".into(),
+                        });
                     }
                 } else {
                     verify_signature(&uuid, &d.pubkey, &d.challenge, challenge)?;
                 }
-                Ok(ChallengeResult { uuid, pubkey: d.pubkey, challenge: d.challenge })
+                Ok(ChallengeResult {
+                    uuid,
+                    pubkey: d.pubkey,
+                    challenge: d.challenge,
+                })
             }
             other => Err(refusal(other, &session.auth_key, &uuid)),
         }
@@ -380,7 +481,11 @@ impl HasClient {
     /// Re-binds a pending request to this socket (after a reconnect) and returns its answer:
     /// `Ok(Some(frame))` when the request is known (the answer, possibly still to come),
     /// `Ok(None)` when the server no longer knows it.
-    pub async fn attach(&self, uuid: &RequestId, wait_for: Duration) -> Result<Option<RelayToApp>, ClientError> {
+    pub async fn attach(
+        &self,
+        uuid: &RequestId,
+        wait_for: Duration,
+    ) -> Result<Option<RelayToApp>, ClientError> {
         let (ack_tx, ack_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
         {
@@ -388,9 +493,13 @@ impl HasClient {
             st.attaches.insert(uuid.clone(), ack_tx);
             st.replies.insert(uuid.clone(), reply_tx);
         }
-        let text = frame::encode(&AppToRelay::AttachReq(Attach { uuid: uuid.clone() })).map_err(|e| ClientError::Input(e.to_string()))?;
+        let text = frame::encode(&AppToRelay::AttachReq(Attach { uuid: uuid.clone() }))
+            .map_err(|e| ClientError::Input(e.to_string()))?;
         self.send_text(text).await?;
-        let known = tokio::time::timeout(WAIT_TIMEOUT, ack_rx).await.map_err(|_| ClientError::NoWait)?.map_err(|_| ClientError::Connection("closed".into()))?;
+        let known = tokio::time::timeout(WAIT_TIMEOUT, ack_rx)
+            .await
+            .map_err(|_| ClientError::NoWait)?
+            .map_err(|_| ClientError::Connection("closed".into()))?;
         if !known {
             lock(&self.shared).replies.remove(uuid);
             return Ok(None);
@@ -403,15 +512,27 @@ impl HasClient {
     }
 }
 
-fn verify_signature(uuid: &RequestId, pubkey: &str, sig_hex: &str, message: &str) -> Result<(), ClientError> {
-    let bad = |reason: String| ClientError::InvalidAnswer { uuid: uuid.clone(), reason };
+fn verify_signature(
+    uuid: &RequestId,
+    pubkey: &str,
+    sig_hex: &str,
+    message: &str,
+) -> Result<(), ClientError> {
+    let bad = |reason: String| ClientError::InvalidAnswer {
+        uuid: uuid.clone(),
+        reason,
+    };
     let key = PublicKey::from_str_with_prefix(pubkey, "STM")
         .or_else(|_| PublicKey::from_str_with_prefix(pubkey, "TST"))
         .map_err(|e| bad(format!("public key: {e}")))?;
     let sig = Signature::from_hex(sig_hex).map_err(|e| bad(format!("signature: {e}")))?;
-    let recovered = sig.recover_buffer(message.as_bytes()).map_err(|e| bad(format!("signature: {e}")))?;
+    let recovered = sig
+        .recover_buffer(message.as_bytes())
+        .map_err(|e| bad(format!("signature: {e}")))?;
     if recovered != key || sig.verify_buffer(message.as_bytes(), &key).is_err() {
-        return Err(bad("the signature does not match the returned public key".into()));
+        return Err(bad(
+            "the signature does not match the returned public key".into()
+        ));
     }
     Ok(())
 }
@@ -423,15 +544,29 @@ fn refusal(frame: RelayToApp, key: &AuthKey, uuid: &RequestId) -> ClientError {
             if let Some(d) = &n.data {
                 match d.decrypt(key) {
                     Ok(p) if &p.0 == uuid => {}
-                    _ => return ClientError::InvalidAnswer { uuid: uuid.clone(), reason: "nack data does not decrypt to the request uuid".into() },
+                    _ => {
+                        return ClientError::InvalidAnswer {
+                            uuid: uuid.clone(),
+                            reason: "nack data does not decrypt to the request uuid".into(),
+                        };
+                    }
                 }
             }
-            ClientError::Refused { uuid: uuid.clone(), reason: n.error }
+            ClientError::Refused {
+                uuid: uuid.clone(),
+                reason: n.error,
+            }
         }
         RelayToApp::AuthErr(e) | RelayToApp::SignErr(e) | RelayToApp::ChallengeErr(e) => {
-            ClientError::Failed { uuid: uuid.clone(), message: e.message(key) }
+            ClientError::Failed {
+                uuid: uuid.clone(),
+                message: e.message(key),
+            }
         }
-        other => ClientError::InvalidAnswer { uuid: uuid.clone(), reason: format!("unexpected reply {other:?}") },
+        other => ClientError::InvalidAnswer {
+            uuid: uuid.clone(),
+            reason: format!("unexpected reply {other:?}"),
+        },
     }
 }
 
@@ -448,9 +583,13 @@ fn dispatch(shared: &Mutex<Shared>, text: &str) {
         _ => None,
     };
     match f {
-        RelayToApp::AuthWait(ref w) | RelayToApp::SignWait(ref w) | RelayToApp::ChallengeWait(ref w) => {
+        RelayToApp::AuthWait(ref w)
+        | RelayToApp::SignWait(ref w)
+        | RelayToApp::ChallengeWait(ref w) => {
             let kind = kind_of(&f);
-            let pos = st.waiting.iter().position(|p| Some(p.kind) == kind && w.account.as_ref().is_none_or(|a| a == &p.account));
+            let pos = st.waiting.iter().position(|p| {
+                Some(p.kind) == kind && w.account.as_ref().is_none_or(|a| a == &p.account)
+            });
             if let Some(p) = pos.and_then(|i| st.waiting.remove(i)) {
                 st.replies.insert(w.uuid.clone(), p.reply);
                 let _ = p.wait.send(Ok(w.clone()));

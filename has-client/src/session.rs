@@ -38,8 +38,21 @@ struct SessionFile {
 
 impl Session {
     /// A session from its parts.
-    pub fn new(account: AccountName, auth_key: AuthKey, expire: UnixMillis, token: Option<String>, pubkey: Option<String>) -> Self {
-        Session { account, auth_key, expire, token, pubkey, last_nonce: AtomicU64::new(0) }
+    pub fn new(
+        account: AccountName,
+        auth_key: AuthKey,
+        expire: UnixMillis,
+        token: Option<String>,
+        pubkey: Option<String>,
+    ) -> Self {
+        Session {
+            account,
+            auth_key,
+            expire,
+            token,
+            pubkey,
+            last_nonce: AtomicU64::new(0),
+        }
     }
 
     /// Whether the PKSA still knows the session.
@@ -54,7 +67,10 @@ impl Session {
         let mut prev = self.last_nonce.load(Ordering::Relaxed);
         loop {
             let next = now.max(prev + 1);
-            match self.last_nonce.compare_exchange(prev, next, Ordering::SeqCst, Ordering::Relaxed) {
+            match self
+                .last_nonce
+                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
                 Ok(_) => return UnixMillis(next),
                 Err(p) => prev = p,
             }
@@ -76,8 +92,15 @@ impl Session {
 
     /// Reads the session file form.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let f: SessionFile = serde_json::from_str(text).map_err(|e| format!("session file: {e}"))?;
-        let s = Session::new(AccountName::new(&f.account)?, AuthKey::new(f.auth_key), UnixMillis(f.expire), f.token, f.pubkey);
+        let f: SessionFile =
+            serde_json::from_str(text).map_err(|e| format!("session file: {e}"))?;
+        let s = Session::new(
+            AccountName::new(&f.account)?,
+            AuthKey::new(f.auth_key),
+            UnixMillis(f.expire),
+            f.token,
+            f.pubkey,
+        );
         s.last_nonce.store(f.last_nonce, Ordering::Relaxed);
         Ok(s)
     }
@@ -89,7 +112,13 @@ mod tests {
 
     #[test]
     fn nonces_strictly_increase() {
-        let s = Session::new("alice".parse().unwrap(), AuthKey::generate(), UnixMillis(0), None, None);
+        let s = Session::new(
+            "alice".parse().unwrap(),
+            AuthKey::generate(),
+            UnixMillis(0),
+            None,
+            None,
+        );
         let mut prev = 0;
         for _ in 0..1000 {
             let n = s.next_nonce().0;

@@ -70,7 +70,9 @@ impl Conn {
     /// one per refused frame, so a client matching answers to requests in order never loses
     /// its place.
     fn refuse(&mut self, message: &str) {
-        if let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg { error: message.to_owned() })) {
+        if let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg {
+            error: message.to_owned(),
+        })) {
             self.send(t);
         }
     }

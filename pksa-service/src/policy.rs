@@ -1,0 +1,642 @@
+//! The policy: which requests the service approves, with a rule id and a reason for every
+//! decision. Default deny for anything dangerous.
+//!
+//! Rules are tried in order; the first whose `accounts` and `apps` match the request
+//! decides. With no matching rule the built-in `default` rule applies: posting operations
+//! approved (broadcast or sign-only), anything needing active authority denied, owner
+//! authority never; challenges signed with the posting or memo key; no memo decryption.
+//! Owner authority is refused by every rule, whatever it says.
+
+use std::collections::BTreeMap;
+
+use has_protocol::KeyType;
+use hive_chain::{Asset, Level, Operation, RequiredAuthorities, Symbol};
+use serde::Deserialize;
+
+/// `[policy]` in pksa.toml (or an included policy file).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A rolling spend limit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpendLimit {
+    /// The limit, e.g. "100.000 HIVE", "50.000 HBD", "1000.000000 VESTS" (VESTS counts
+    /// delegations).
+    pub max: String,
+    /// Window length in hours.
+    pub window_hours: f64,
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Rule id, reported with every decision it makes.
+    pub id: String,
+    /// Accounts it applies to (globs; absent = all).
+    pub accounts: Option<Vec<String>>,
+    /// App names it applies to (globs; absent = all).
+    pub apps: Option<Vec<String>>,
+    /// Operation types allowed (absent = every posting operation).
+    pub allowed_ops: Option<Vec<String>>,
+    /// Key roles that may sign transactions: posting, active (owner never). Default posting.
+    pub key_roles: Option<Vec<String>>,
+    /// custom_json ids allowed (globs; absent = all).
+    pub custom_json_ids: Option<Vec<String>>,
+    /// Whether custom_json with required_auths (active authority) is allowed.
+    #[serde(default)]
+    pub active_custom_json: bool,
+    /// Allowed recipients of transfer / recurrent_transfer / transfer_to_savings (absent = any).
+    pub transfer_to: Option<Vec<String>>,
+    /// Largest single transfer per asset, e.g. ["10.000 HIVE", "5.000 HBD"].
+    pub max_transfer: Option<Vec<String>>,
+    /// Rolling spend limits per asset.
+    pub spend_limits: Option<Vec<SpendLimit>>,
+    /// Allowed vote weight range [min, max] (-10000..10000).
+    pub vote_weight: Option<[i16; 2]>,
+    /// Allow broadcasting (default true).
+    pub broadcast: Option<bool>,
+    /// Allow sign-only (default true).
+    pub sign_only: Option<bool>,
+    /// Key roles usable for challenges: memo, posting, active (default memo, posting).
+    pub challenge_roles: Option<Vec<String>>,
+    /// Allow memo decryption challenges (default false).
+    #[serde(default)]
+    pub memo_decrypt: bool,
+    /// Maximum operations per transaction.
+    pub max_ops: Option<usize>,
+}
+
+/// A decision with its rule and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Approved?
+    pub approve: bool,
+    /// Rule id.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// What this request spends, per limit (key: limit index within the rule), for the
+    /// spend counters.
+    pub spend: Vec<Spend>,
+}
+
+/// An amount counted against a spend limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend {
+    /// `rule_id/SYMBOL`: the counter key.
+    pub counter: String,
+    /// Amount in the asset's smallest unit.
+    pub amount: i64,
+    /// The limit in the same unit.
+    pub max: i64,
+    /// Window in seconds.
+    pub window_secs: u64,
+}
+
+impl Decision {
+    fn deny(rule: &str, reason: impl Into<String>) -> Self {
+        Decision {
+            approve: false,
+            rule: rule.into(),
+            reason: reason.into(),
+            spend: vec![],
+        }
+    }
+    fn approve(rule: &str, reason: impl Into<String>) -> Self {
+        Decision {
+            approve: true,
+            rule: rule.into(),
+            reason: reason.into(),
+            spend: vec![],
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = rest.get(pos + part.len()..).unwrap_or_default(),
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn any_glob(list: &Option<Vec<String>>, text: &str) -> bool {
+    list.as_ref()
+        .is_none_or(|l| l.iter().any(|p| glob(p, text)))
+}
+
+fn parse_symbol_amount(s: &str) -> Result<Asset, String> {
+    s.parse::<Asset>()
+}
+
+impl Rule {
+    fn roles(&self) -> Vec<&str> {
+        self.key_roles
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_else(|| vec!["posting"])
+    }
+    fn challenge_roles(&self) -> Vec<&str> {
+        self.challenge_roles
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_else(|| vec!["memo", "posting"])
+    }
+}
+
+impl PolicyConfig {
+    /// Checks the rules: ids unique and non-empty, roles known, amounts parse.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = |f: &str| format!("rules[{i}].{f}");
+            if r.id.is_empty() || r.id == "default" || !seen.insert(r.id.clone()) {
+                return Err((
+                    at("id"),
+                    "must be non-empty, unique and not \"default\"".into(),
+                ));
+            }
+            for role in r.roles() {
+                if !matches!(role, "posting" | "active") {
+                    return Err((
+                        at("key_roles"),
+                        format!("{role:?} must be posting or active (owner is never allowed)"),
+                    ));
+                }
+            }
+            for role in r.challenge_roles() {
+                if !matches!(role, "memo" | "posting" | "active") {
+                    return Err((
+                        at("challenge_roles"),
+                        format!("{role:?} must be memo, posting or active"),
+                    ));
+                }
+            }
+            if let Some(ops) = &r.allowed_ops {
+                for op in ops {
+                    if !hive_chain::ops::OPERATIONS.iter().any(|(_, n)| n == op) {
+                        return Err((at("allowed_ops"), format!("unknown operation {op:?}")));
+                    }
+                }
+            }
+            for a in r.max_transfer.iter().flatten() {
+                parse_symbol_amount(a).map_err(|e| (at("max_transfer"), e))?;
+            }
+            for l in r.spend_limits.iter().flatten() {
+                parse_symbol_amount(&l.max).map_err(|e| (at("spend_limits.max"), e))?;
+                if !(l.window_hours > 0.0 && l.window_hours <= 24.0 * 366.0) {
+                    return Err((
+                        at("spend_limits.window_hours"),
+                        "must be more than 0 and at most a year".into(),
+                    ));
+                }
+            }
+            if let Some([lo, hi]) = r.vote_weight {
+                if lo > hi || lo < -10000 || hi > 10000 {
+                    return Err((
+                        at("vote_weight"),
+                        "must be [min, max] within -10000..10000".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rule_for(&self, account: &str, app: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| any_glob(&r.accounts, account) && any_glob(&r.apps, app))
+    }
+
+    /// Decides a sign request.
+    pub fn decide_sign(
+        &self,
+        account: &str,
+        app: &str,
+        ops: &[Operation],
+        required: &RequiredAuthorities,
+        broadcast: bool,
+    ) -> Decision {
+        if let Some(other) = required.other.first() {
+            return Decision::deny(
+                "builtin",
+                format!("requires {other}, which this service never signs with"),
+            );
+        }
+        if required.accounts.iter().any(|(_, l)| *l == Level::Owner) {
+            return Decision::deny("builtin", "owner authority is never used");
+        }
+        if let Some((a, _)) = required.accounts.iter().find(|(a, _)| a != account) {
+            return Decision::deny(
+                "builtin",
+                format!("operations require the authority of {a}, not {account}"),
+            );
+        }
+        let Some(rule) = self.rule_for(account, app) else {
+            return default_sign(ops, required);
+        };
+        let id = rule.id.as_str();
+        if !broadcast && rule.sign_only == Some(false) {
+            return Decision::deny(id, "sign-only is not allowed");
+        }
+        if broadcast && rule.broadcast == Some(false) {
+            return Decision::deny(id, "broadcasting is not allowed");
+        }
+        if let Some(max) = rule.max_ops {
+            if ops.len() > max {
+                return Decision::deny(
+                    id,
+                    format!("{} operations exceed the maximum of {max}", ops.len()),
+                );
+            }
+        }
+        let roles = rule.roles();
+        for (_, level) in &required.accounts {
+            if !roles.contains(&level.as_str()) {
+                return Decision::deny(
+                    id,
+                    format!("{level} authority is not allowed by this rule"),
+                );
+            }
+        }
+        let mut totals: BTreeMap<Symbol, i64> = BTreeMap::new();
+        for op in ops {
+            let name = op.name();
+            if let Some(allowed) = &rule.allowed_ops {
+                if !allowed.iter().any(|a| a == name) {
+                    return Decision::deny(id, format!("operation {name} is not allowed"));
+                }
+            } else if op
+                .required()
+                .accounts
+                .iter()
+                .any(|(_, l)| *l != Level::Posting)
+            {
+                return Decision::deny(
+                    id,
+                    format!(
+                        "operation {name} needs active authority and the rule lists no allowed_ops"
+                    ),
+                );
+            }
+            match op {
+                Operation::CustomJson(c) => {
+                    if !any_glob(&rule.custom_json_ids, &c.id) {
+                        return Decision::deny(
+                            id,
+                            format!("custom_json id {:?} is not allowed", c.id),
+                        );
+                    }
+                    if !c.required_auths.0.is_empty() && !rule.active_custom_json {
+                        return Decision::deny(
+                            id,
+                            "custom_json with active authority (required_auths) is not allowed",
+                        );
+                    }
+                }
+                Operation::Vote(v) => {
+                    if let Some([lo, hi]) = rule.vote_weight {
+                        if v.weight < lo || v.weight > hi {
+                            return Decision::deny(
+                                id,
+                                format!("vote weight {} is outside [{lo}, {hi}]", v.weight),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some((to, amount)) = outflow(op) {
+                if let Some(to) = to {
+                    if !any_glob(&rule.transfer_to, to) {
+                        return Decision::deny(id, format!("recipient {to} is not allowed"));
+                    }
+                }
+                for m in rule.max_transfer.iter().flatten() {
+                    if let Ok(max) = parse_symbol_amount(m) {
+                        if max.symbol == amount.symbol && amount.amount > max.amount {
+                            return Decision::deny(
+                                id,
+                                format!("{amount} exceeds the per-transfer maximum {max}"),
+                            );
+                        }
+                    }
+                }
+                *totals.entry(amount.symbol).or_insert(0) += amount.amount.max(0);
+            }
+        }
+        let mut spend = vec![];
+        for l in rule.spend_limits.iter().flatten() {
+            if let Ok(max) = parse_symbol_amount(&l.max) {
+                let amount = totals.get(&max.symbol).copied().unwrap_or(0);
+                if amount > 0 {
+                    spend.push(Spend {
+                        counter: format!("{id}/{}", max.symbol.name()),
+                        amount,
+                        max: max.amount,
+                        window_secs: (l.window_hours * 3600.0) as u64,
+                    });
+                }
+            }
+        }
+        Decision {
+            approve: true,
+            rule: id.into(),
+            reason: format!("{} operation(s) allowed", ops.len()),
+            spend,
+        }
+    }
+
+    /// Decides a challenge request.
+    pub fn decide_challenge(
+        &self,
+        account: &str,
+        app: &str,
+        key_type: KeyType,
+        decrypt: bool,
+        decrypt_enabled: bool,
+    ) -> Decision {
+        let (id, roles, memo_decrypt) = match self.rule_for(account, app) {
+            Some(r) => (r.id.as_str(), r.challenge_roles(), r.memo_decrypt),
+            None => ("default", vec!["memo", "posting"], false),
+        };
+        if decrypt && !(decrypt_enabled && memo_decrypt) {
+            return Decision::deny(id, "memo decryption is not allowed");
+        }
+        if !roles.contains(&key_type.as_str()) {
+            return Decision::deny(
+                id,
+                format!("challenges with the {key_type} key are not allowed"),
+            );
+        }
+        Decision::approve(
+            id,
+            if decrypt {
+                "memo decryption allowed"
+            } else {
+                "challenge signing allowed"
+            },
+        )
+    }
+}
+
+fn default_sign(ops: &[Operation], required: &RequiredAuthorities) -> Decision {
+    if let Some((_, level)) = required.accounts.iter().find(|(_, l)| *l != Level::Posting) {
+        let op = ops
+            .iter()
+            .find(|o| {
+                o.required()
+                    .accounts
+                    .iter()
+                    .any(|(_, l)| *l != Level::Posting)
+            })
+            .map(Operation::name)
+            .unwrap_or("?");
+        return Decision::deny(
+            "default",
+            format!("{op} needs {level} authority; no rule allows it"),
+        );
+    }
+    Decision::approve("default", "posting operations are approved by default")
+}
+
+/// What leaves the account in an operation: (recipient, amount).
+pub fn outflow(op: &Operation) -> Option<(Option<&str>, Asset)> {
+    match op {
+        Operation::Transfer(t) => Some((Some(t.to.as_str()), t.amount)),
+        Operation::TransferToSavings(t) => Some((Some(t.to.as_str()), t.amount)),
+        Operation::TransferFromSavings(t) => Some((Some(t.to.as_str()), t.amount)),
+        Operation::TransferToVesting(t) => Some((Some(t.to.as_str()), t.amount)),
+        Operation::RecurrentTransfer(t) => {
+            let total = t
+                .amount
+                .amount
+                .saturating_mul(i64::from(t.executions.max(1)));
+            Some((
+                Some(t.to.as_str()),
+                Asset {
+                    amount: total,
+                    symbol: t.amount.symbol,
+                },
+            ))
+        }
+        Operation::EscrowTransfer(t) => Some((
+            Some(t.to.as_str()),
+            Asset {
+                amount: t.hive_amount.amount,
+                symbol: t.hive_amount.symbol,
+            },
+        )),
+        Operation::DelegateVestingShares(d) => Some((Some(d.delegatee.as_str()), d.vesting_shares)),
+        Operation::LimitOrderCreate(l) => Some((None, l.amount_to_sell)),
+        Operation::LimitOrderCreate2(l) => Some((None, l.amount_to_sell)),
+        Operation::Convert(c) => Some((None, c.amount)),
+        Operation::CollateralizedConvert(c) => Some((None, c.amount)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ops(v: serde_json::Value) -> Vec<Operation> {
+        Operation::list_from_json(v.as_array().unwrap()).unwrap()
+    }
+
+    fn req(ops: &[Operation]) -> RequiredAuthorities {
+        let mut r = RequiredAuthorities::default();
+        for o in ops {
+            let q = o.required();
+            r.accounts.extend(q.accounts);
+            r.other.extend(q.other);
+        }
+        r
+    }
+
+    fn policy(toml_text: &str) -> PolicyConfig {
+        let p: PolicyConfig = toml::from_str(toml_text).unwrap();
+        p.validate().unwrap();
+        p
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("game-*", "game-move"));
+        assert!(!glob("game-*", "other"));
+        assert!(glob("*", ""));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(!glob("a*c*e", "abcdf"));
+        assert!(glob("exact", "exact"));
+    }
+
+    #[test]
+    fn default_rule() {
+        let p = PolicyConfig::default();
+        let vote = ops(
+            json!([["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 100}]]),
+        );
+        let d = p.decide_sign("alice", "app", &vote, &req(&vote), true);
+        assert!(d.approve && d.rule == "default");
+        let t = ops(
+            json!([["transfer", {"from": "alice", "to": "bob", "amount": "1.000 HIVE", "memo": ""}]]),
+        );
+        let d = p.decide_sign("alice", "app", &t, &req(&t), true);
+        assert!(!d.approve);
+        assert!(
+            d.reason.contains("transfer needs active authority"),
+            "{}",
+            d.reason
+        );
+        let other = ops(
+            json!([["vote", {"voter": "carol", "author": "bob", "permlink": "p", "weight": 100}]]),
+        );
+        assert!(
+            !p.decide_sign("alice", "app", &other, &req(&other), true)
+                .approve
+        );
+        assert!(
+            p.decide_challenge("alice", "app", KeyType::Posting, false, false)
+                .approve
+        );
+        assert!(
+            !p.decide_challenge("alice", "app", KeyType::Active, false, false)
+                .approve
+        );
+        assert!(
+            !p.decide_challenge("alice", "app", KeyType::Memo, true, true)
+                .approve
+        );
+    }
+
+    #[test]
+    fn transfer_rules() {
+        let p = policy(
+            r#"
+            [[rules]]
+            id = "bank"
+            apps = ["game-*"]
+            allowed_ops = ["transfer", "vote"]
+            key_roles = ["posting", "active"]
+            transfer_to = ["bob"]
+            max_transfer = ["10.000 HIVE"]
+            spend_limits = [{ max = "100.000 HIVE", window_hours = 24 }]
+            vote_weight = [0, 5000]
+            "#,
+        );
+        let t = |to: &str, amt: &str| {
+            ops(json!([["transfer", {"from": "alice", "to": to, "amount": amt, "memo": ""}]]))
+        };
+        let ok = t("bob", "5.000 HIVE");
+        let d = p.decide_sign("alice", "game-x", &ok, &req(&ok), true);
+        assert!(d.approve, "{d:?}");
+        assert_eq!(
+            d.spend,
+            vec![Spend {
+                counter: "bank/HIVE".into(),
+                amount: 5000,
+                max: 100000,
+                window_secs: 86400
+            }]
+        );
+        let d = p.decide_sign(
+            "alice",
+            "game-x",
+            &t("eve", "1.000 HIVE"),
+            &req(&t("eve", "1.000 HIVE")),
+            true,
+        );
+        assert_eq!(d.reason, "recipient eve is not allowed");
+        let big = t("bob", "11.000 HIVE");
+        assert!(
+            p.decide_sign("alice", "game-x", &big, &req(&big), true)
+                .reason
+                .contains("per-transfer maximum")
+        );
+        // Another app falls through to the default rule.
+        assert_eq!(
+            p.decide_sign("alice", "other", &ok, &req(&ok), true).rule,
+            "default"
+        );
+        let v = ops(
+            json!([["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 6000}]]),
+        );
+        assert!(
+            p.decide_sign("alice", "game-x", &v, &req(&v), true)
+                .reason
+                .contains("vote weight")
+        );
+        let c = ops(
+            json!([["comment", {"parent_author": "", "parent_permlink": "x", "author": "alice", "permlink": "p", "title": "", "body": "b", "json_metadata": ""}]]),
+        );
+        assert!(
+            p.decide_sign("alice", "game-x", &c, &req(&c), true)
+                .reason
+                .contains("comment is not allowed")
+        );
+    }
+
+    #[test]
+    fn custom_json_and_owner() {
+        let p = policy(
+            r#"
+            [[rules]]
+            id = "game"
+            custom_json_ids = ["game-*"]
+            "#,
+        );
+        let cj = |id: &str, active: bool| {
+            let (ra, rp) = if active {
+                (vec!["alice"], vec![])
+            } else {
+                (vec![], vec!["alice"])
+            };
+            ops(
+                json!([["custom_json", {"required_auths": ra, "required_posting_auths": rp, "id": id, "json": "{}"}]]),
+            )
+        };
+        let a = cj("game-move", false);
+        assert!(p.decide_sign("alice", "x", &a, &req(&a), true).approve);
+        let b = cj("other", false);
+        assert!(!p.decide_sign("alice", "x", &b, &req(&b), true).approve);
+        let c = cj("game-move", true);
+        assert!(!p.decide_sign("alice", "x", &c, &req(&c), true).approve);
+        let owner = ops(
+            json!([["change_recovery_account", {"account_to_recover": "alice", "new_recovery_account": "bob", "extensions": []}]]),
+        );
+        assert_eq!(
+            p.decide_sign("alice", "x", &owner, &req(&owner), true)
+                .reason,
+            "owner authority is never used"
+        );
+        let bad: PolicyConfig =
+            toml::from_str("[[rules]]\nid = \"x\"\nkey_roles = [\"owner\"]").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

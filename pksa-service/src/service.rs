@@ -1,0 +1,300 @@
+//! The running service: shared state, the session cache, and `run`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use has_crypto::SharedSecretCache;
+use has_protocol::{AuthKey, AuthReqSecret};
+use hive_chain::ChainId;
+use hive_chain::rpc::{RpcClient, RpcOptions};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::keystore::KeyStore;
+use crate::policy::PolicyConfig;
+use crate::store::{Store, now_ms, sessions};
+
+/// Settings that a reload may change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Pre-shared secret.
+    pub auth_req_secret: Option<AuthReqSecret>,
+    /// New session lifetime.
+    pub session_lifetime: Duration,
+    /// Renewal cap after creation.
+    pub session_max_lifetime: Duration,
+    /// Reject modes.
+    pub auth_req_reject: bool,
+    /// Reject modes.
+    pub sign_req_reject: bool,
+    /// Reject modes.
+    pub challenge_req_reject: bool,
+    /// Memo decryption enabled.
+    pub challenge_decrypt: bool,
+    /// Nonce required on challenges.
+    pub challenge_nonce_required: bool,
+    /// Transaction expiration.
+    pub expiration: Duration,
+    /// Log payloads in full.
+    pub log_payloads: bool,
+    /// The policy.
+    pub policy: PolicyConfig,
+}
+
+impl Settings {
+    /// From a validated config.
+    pub fn from_config(c: &Config) -> Self {
+        Settings {
+            auth_req_secret: c.auth_req_secret.clone(),
+            session_lifetime: c.session_lifetime,
+            session_max_lifetime: c.session_max_lifetime,
+            auth_req_reject: c.auth_req_reject,
+            sign_req_reject: c.sign_req_reject,
+            challenge_req_reject: c.challenge_req_reject,
+            challenge_decrypt: c.challenge_decrypt,
+            challenge_nonce_required: c.challenge_nonce_required,
+            expiration: c.expiration,
+            log_payloads: c.log.payloads,
+            policy: c.policy.clone(),
+        }
+    }
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// (command, decision) → count.
+    pub decisions: Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    /// Broadcasts that succeeded.
+    pub broadcasts_ok: AtomicU64,
+    /// Broadcasts that failed.
+    pub broadcasts_failed: AtomicU64,
+    /// Sum of broadcast latencies (µs).
+    pub broadcast_latency_us: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a decision.
+    pub fn decision(&self, cmd: &str, decision: &str) {
+        if let Ok(mut m) = self.decisions.lock() {
+            *m.entry((cmd.to_owned(), decision.to_owned())).or_insert(0) += 1;
+        }
+    }
+}
+
+/// Connection status of one HAS server (for /readyz and /metrics).
+#[derive(Debug, Default)]
+pub struct ServerStatus {
+    /// Connected and got key_ack.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Accounts with a register_ack on the current socket.
+    pub registered: AtomicU64,
+    /// Reconnections.
+    pub reconnects: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct CachedAccount {
+    sessions: Vec<(i64, AuthKey)>,
+    loaded: Option<Instant>,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct Service {
+    /// Name in register_req.
+    pub pksa_name: String,
+    /// Keys.
+    pub keys: KeyStore,
+    /// State.
+    pub store: Store,
+    /// Hive API client.
+    pub rpc: Arc<RpcClient>,
+    /// Chain id.
+    pub chain: ChainId,
+    settings: RwLock<Arc<Settings>>,
+    /// POK shared secrets.
+    pub pok_cache: SharedSecretCache,
+    sessions: Mutex<HashMap<String, CachedAccount>>,
+    /// In-flight requests by data hash: the same request through two servers waits for the
+    /// first to finish and then re-uses its answer.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counters.
+    pub counters: Counters,
+    /// Per-server status, in config order.
+    pub servers: Vec<(String, Arc<ServerStatus>)>,
+}
+
+impl Service {
+    /// Builds the service state.
+    pub fn new(
+        pksa_name: String,
+        keys: KeyStore,
+        store: Store,
+        rpc: Arc<RpcClient>,
+        chain: ChainId,
+        settings: Settings,
+        servers: &[String],
+    ) -> Arc<Self> {
+        Arc::new(Service {
+            pksa_name,
+            keys,
+            store,
+            rpc,
+            chain,
+            settings: RwLock::new(Arc::new(settings)),
+            pok_cache: SharedSecretCache::new(4096),
+            sessions: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            servers: servers
+                .iter()
+                .map(|s| (s.clone(), Arc::new(ServerStatus::default())))
+                .collect(),
+        })
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the settings (reload).
+    pub fn set_settings(&self, s: Settings) {
+        if let Ok(mut w) = self.settings.write() {
+            *w = Arc::new(s);
+        }
+    }
+
+    /// Candidate session keys of an account (cached; reloaded from the store when `refresh`
+    /// and the cache is older than 1 s).
+    pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<(i64, AuthKey)> {
+        let stale = {
+            let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(account).and_then(|c| c.loaded) {
+                None => true,
+                Some(at) => refresh && at.elapsed() > Duration::from_secs(1),
+            }
+        };
+        if stale {
+            let sealer = self.store.sealer().clone();
+            let acct = account.to_owned();
+            match self
+                .store
+                .call(move |c| sessions::live_with_keys(c, &sealer, &acct, now_ms()))
+                .await
+            {
+                Ok(rows) => {
+                    let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    cache.insert(
+                        account.to_owned(),
+                        CachedAccount {
+                            sessions: rows.into_iter().map(|(r, k)| (r.id, k)).collect(),
+                            loaded: Some(Instant::now()),
+                        },
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, account, "cannot load sessions"),
+            }
+        }
+        let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(account)
+            .map(|c| c.sessions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds a session to the cache (just created).
+    pub fn cache_session(&self, account: &str, id: i64, key: AuthKey) {
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(account.to_owned()).or_default();
+        if !entry.sessions.iter().any(|(i, _)| *i == id) {
+            entry.sessions.push((id, key));
+        }
+    }
+
+    /// Forgets a session in the cache (expired or revoked).
+    pub fn uncache_session(&self, account: &str, id: i64) {
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get_mut(account) {
+            c.sessions.retain(|(i, _)| *i != id);
+        }
+    }
+
+    /// A lock serializing the processing of identical requests.
+    pub fn inflight_lock(&self, data_hash: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            m.retain(|_, v| Arc::strong_count(v) > 1);
+        }
+        m.entry(data_hash.to_owned()).or_default().clone()
+    }
+
+    /// Whether the service is ready: keys present, registered on at least one server.
+    pub fn ready(&self) -> bool {
+        !self.keys.accounts().is_empty()
+            && self
+                .servers
+                .iter()
+                .any(|(_, s)| s.registered.load(Ordering::Relaxed) > 0)
+    }
+}
+
+/// Builds the Hive API client for a config.
+pub fn rpc_client(nodes: Vec<String>) -> anyhow::Result<Arc<RpcClient>> {
+    Ok(Arc::new(RpcClient::new(nodes, RpcOptions::default())?))
+}
+
+/// Runs the service until `shutdown` flips to true: one connection task per HAS server, the
+/// purge task, and the optional metrics/health listener. In-flight replies finish first.
+pub async fn run(
+    svc: Arc<Service>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    has_protocol::validate::init().map_err(anyhow::Error::msg)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (url, status) in svc.servers.clone() {
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { crate::conn::server_task(svc, url, status, stop).await });
+    }
+    {
+        let svc = svc.clone();
+        let mut stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let r = svc.store.call(|c| crate::store::answers::purge(c, now_ms(), 24 * 3600 * 1000)).await;
+                        if let Err(e) = r { tracing::warn!(error = %e, "purge failed"); }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics and health listening");
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { crate::health::serve(listener, svc, stop).await });
+    }
+    let _ = shutdown.wait_for(|s| *s).await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(15), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish within 15 s");
+    }
+    Ok(())
+}

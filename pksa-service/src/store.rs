@@ -1,0 +1,736 @@
+//! The state store: SQLite (WAL, versioned migrations) behind one writer thread.
+//!
+//! Every call is a job run inside a transaction; jobs that arrive together share one
+//! transaction and one commit (group commit), each inside its own savepoint so one failing
+//! job does not undo the others. A call returns only after the commit: what a reply depends
+//! on is durable before the reply is sent. The CLI and the service open the same file; WAL
+//! and a busy timeout make that safe.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use has_crypto::SecretBytes;
+use has_protocol::AuthKey;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+/// Store errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state store: {0}")]
+    Sql(String),
+    /// The transaction could not be committed.
+    #[error("state store: commit failed: {0}")]
+    Commit(String),
+    /// The writer thread is gone.
+    #[error("state store is closed")]
+    Closed,
+    /// A session key could not be decrypted with the state key.
+    #[error("state store: a session key does not decrypt with this keystore's state key")]
+    KeyDecrypt,
+    /// A rule of the data was broken (e.g. nonce not increasing).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// A job: runs on the connection (None = the transaction could not begin) and returns
+/// whether it succeeded and how to deliver its result once the commit is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Deliver) + Send>;
+
+/// Durability of commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// fsync on every commit (survives power loss).
+    Full,
+    /// WAL without fsync per commit (survives a process crash, not a power loss).
+    Normal,
+}
+
+/// A handle to the store (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Store {
+    jobs: std_mpsc::Sender<Job>,
+    sealer: Sealer,
+    path: PathBuf,
+}
+
+/// Encrypts session keys at rest with the keystore's state key (ChaCha20-Poly1305).
+#[derive(Clone)]
+pub struct Sealer {
+    key: SecretBytes,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(<redacted>)")
+    }
+}
+
+impl Sealer {
+    /// A sealer for a 32-byte state key.
+    pub fn new(key: SecretBytes) -> Self {
+        Sealer { key }
+    }
+
+    fn cipher(&self) -> Option<ChaCha20Poly1305> {
+        let k: &[u8; 32] = self.key.expose_secret().try_into().ok()?;
+        Some(ChaCha20Poly1305::new(&Key::from(*k)))
+    }
+
+    /// nonce(12) ‖ ciphertext.
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.cipher().ok_or(StoreError::KeyDecrypt)?;
+        let mut nonce = [0u8; 12];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
+        let ct = cipher
+            .encrypt(&Nonce::from(nonce), plain)
+            .map_err(|_| StoreError::KeyDecrypt)?;
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        Ok(out)
+    }
+
+    /// Opens what [`Sealer::seal`] produced.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.cipher().ok_or(StoreError::KeyDecrypt)?;
+        if sealed.len() < 12 {
+            return Err(StoreError::KeyDecrypt);
+        }
+        let (n, ct) = sealed.split_at(12);
+        let n: [u8; 12] = n.try_into().map_err(|_| StoreError::KeyDecrypt)?;
+        cipher
+            .decrypt(&Nonce::from(n), ct)
+            .map_err(|_| StoreError::KeyDecrypt)
+    }
+
+    /// A keyed hash of an auth_key (its identity in the store).
+    pub fn key_hash(&self, key: &AuthKey) -> String {
+        let mut h = Sha256::new();
+        h.update(b"pksa-session-key");
+        h.update(self.key.expose_secret());
+        h.update(key.expose_secret().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, answers, enrollments.
+    "CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        app TEXT NOT NULL,
+        key_enc BLOB NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        token TEXT,
+        expire INTEGER NOT NULL,
+        max_expire INTEGER NOT NULL,
+        last_nonce INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        last_used INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        origin TEXT NOT NULL
+     );
+     CREATE INDEX sessions_account ON sessions(account, expire);
+     CREATE TABLE answers (
+        uuid TEXT PRIMARY KEY,
+        data_hash TEXT NOT NULL,
+        account TEXT NOT NULL,
+        cmd TEXT NOT NULL,
+        session_id INTEGER,
+        outcome TEXT NOT NULL,
+        expire INTEGER NOT NULL,
+        created INTEGER NOT NULL
+     );
+     CREATE INDEX answers_data ON answers(data_hash);
+     CREATE INDEX answers_expire ON answers(expire);
+     CREATE TABLE enrollments (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        app TEXT,
+        until INTEGER NOT NULL,
+        created INTEGER NOT NULL
+     );",
+    // 2: audit chain and spend counters.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        uuid TEXT NOT NULL,
+        account TEXT NOT NULL,
+        app TEXT NOT NULL,
+        cmd TEXT NOT NULL,
+        op_types TEXT NOT NULL,
+        ops_digest TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        tx_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE TABLE spend (
+        id INTEGER PRIMARY KEY,
+        counter TEXT NOT NULL,
+        account TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        time INTEGER NOT NULL,
+        uuid TEXT NOT NULL
+     );
+     CREATE INDEX spend_counter ON spend(counter, account, time);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = 2;
+
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    )?;
+    let current: usize = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Sql(format!(
+            "state schema version {current} is newer than this build ({SCHEMA_VERSION})"
+        )));
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current) {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {m}; INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '{}'); COMMIT;", i + 1))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                StoreError::Sql(format!("migration {}: {e}", i + 1))
+            })?;
+    }
+    Ok(())
+}
+
+fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Sql(format!("{}: {e}", dir.display())))?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync == Sync::Full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn writer(conn: Connection, jobs: std_mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in batch {
+                let (_, deliver) = job(None);
+                deliver(Err(msg.clone()));
+            }
+            continue;
+        }
+        let mut delivers = Vec::with_capacity(batch.len());
+        for job in batch {
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let (ok, deliver) = job(Some(&conn));
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK TO job");
+            }
+            let _ = conn.execute_batch("RELEASE job");
+            delivers.push(deliver);
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for d in delivers {
+            d(committed.clone());
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store at `path`.
+    pub fn open(path: &Path, sealer: Sealer, sync: Sync) -> Result<Self> {
+        let conn = open_connection(path, sync)?;
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("pksa-store".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| StoreError::Sql(e.to_string()))?;
+        Ok(Store {
+            jobs: tx,
+            sealer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sealer for session keys.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Runs `f` in a transaction; returns after the commit.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel::<Result<R>>();
+        self.submit(f, tx)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The blocking form of [`Store::call`] (for the CLI).
+    pub fn call_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel::<Result<R>>();
+        self.submit(f, tx)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+        tx: oneshot::Sender<Result<R>>,
+    ) -> Result<()> {
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let r = match conn {
+                Some(c) => f(c),
+                None => Err(StoreError::Sql("the transaction could not begin".into())),
+            };
+            let ok = r.is_ok();
+            let deliver: Deliver = Box::new(move |committed| {
+                let out = match committed {
+                    Ok(()) => r,
+                    Err(e) => Err(StoreError::Commit(e)),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, deliver)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A session row (without its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Id.
+    pub id: i64,
+    /// Account.
+    pub account: String,
+    /// App name.
+    pub app: String,
+    /// Expiry (ms).
+    pub expire: i64,
+    /// Renewal cap (ms).
+    pub max_expire: i64,
+    /// Last accepted nonce.
+    pub last_nonce: i64,
+    /// Created (ms).
+    pub created: i64,
+    /// Last used (ms).
+    pub last_used: Option<i64>,
+    /// Revoked.
+    pub revoked: bool,
+    /// How it was made: enroll, secret, operator, import.
+    pub origin: String,
+    /// 0.8 token.
+    pub token: Option<String>,
+}
+
+const SESSION_COLS: &str =
+    "id, account, app, expire, max_expire, last_nonce, created, last_used, revoked, origin, token";
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        app: r.get(2)?,
+        expire: r.get(3)?,
+        max_expire: r.get(4)?,
+        last_nonce: r.get(5)?,
+        created: r.get(6)?,
+        last_used: r.get(7)?,
+        revoked: r.get::<_, i64>(8)? != 0,
+        origin: r.get(9)?,
+        token: r.get(10)?,
+    })
+}
+
+/// Session queries (run inside a store job).
+pub mod sessions {
+    use super::*;
+
+    /// Inserts a session. Returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        conn: &Connection,
+        sealer: &Sealer,
+        account: &str,
+        app: &str,
+        key: &AuthKey,
+        expire: i64,
+        max_expire: i64,
+        origin: &str,
+        token: Option<&str>,
+        last_nonce: i64,
+    ) -> Result<i64> {
+        let sealed = sealer.seal(key.expose_secret().as_bytes())?;
+        conn.execute(
+            "INSERT INTO sessions(account, app, key_enc, key_hash, token, expire, max_expire, last_nonce, created, origin) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            params![account, app, sealed, sealer.key_hash(key), token, expire, max_expire, last_nonce, now_ms(), origin],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// A session by id.
+    pub fn get(conn: &Connection, id: i64) -> Result<Option<SessionRow>> {
+        Ok(conn
+            .query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
+                [id],
+                session_row,
+            )
+            .optional()?)
+    }
+
+    /// A session by its key.
+    pub fn by_key(conn: &Connection, sealer: &Sealer, key: &AuthKey) -> Result<Option<SessionRow>> {
+        Ok(conn
+            .query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions WHERE key_hash = ?1"),
+                [sealer.key_hash(key)],
+                session_row,
+            )
+            .optional()?)
+    }
+
+    /// Live (not expired, not revoked) sessions of an account, with their keys.
+    pub fn live_with_keys(
+        conn: &Connection,
+        sealer: &Sealer,
+        account: &str,
+        now: i64,
+    ) -> Result<Vec<(SessionRow, AuthKey)>> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SESSION_COLS}, key_enc FROM sessions WHERE account = ?1 AND expire > ?2 AND revoked = 0 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![account, now], |r| {
+            Ok((session_row(r)?, r.get::<_, Vec<u8>>(11)?))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (s, sealed) = row?;
+            let plain = sealer.open(&sealed)?;
+            let text = String::from_utf8(plain).map_err(|_| StoreError::KeyDecrypt)?;
+            out.push((s, AuthKey::new(text)));
+        }
+        Ok(out)
+    }
+
+    /// All sessions (optionally of one account), newest first.
+    pub fn list(conn: &Connection, account: Option<&str>) -> Result<Vec<SessionRow>> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE (?1 IS NULL OR account = ?1) ORDER BY id DESC"
+        ))?;
+        let rows = stmt.query_map([account], session_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Revokes a session. Returns whether it existed.
+    pub fn revoke(conn: &Connection, id: i64) -> Result<bool> {
+        Ok(conn.execute("UPDATE sessions SET revoked = 1 WHERE id = ?1", [id])? > 0)
+    }
+
+    /// Records a use and a new expiry.
+    pub fn touch(conn: &Connection, id: i64, expire: i64) -> Result<()> {
+        conn.execute(
+            "UPDATE sessions SET expire = ?2, last_used = ?3 WHERE id = ?1",
+            params![id, expire, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Accepts `nonce` only if it is greater than the session's last nonce, and stores it.
+    pub fn advance_nonce(conn: &Connection, id: i64, nonce: i64) -> Result<()> {
+        let n = conn.execute(
+            "UPDATE sessions SET last_nonce = ?2, last_used = ?3 WHERE id = ?1 AND last_nonce < ?2 AND revoked = 0",
+            params![id, nonce, now_ms()],
+        )?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "nonce is not greater than the last one used".into(),
+            ))
+        }
+    }
+}
+
+/// Stored answers (re-delivery without re-signing).
+pub mod answers {
+    use super::*;
+
+    /// A stored answer.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Answer {
+        /// Request uuid.
+        pub uuid: String,
+        /// Which session answered (for re-encrypting nack data).
+        pub session_id: Option<i64>,
+        /// The outcome (JSON, see `handlers::Outcome`).
+        pub outcome: String,
+    }
+
+    /// By uuid.
+    pub fn get(conn: &Connection, uuid: &str) -> Result<Option<Answer>> {
+        Ok(conn
+            .query_row(
+                "SELECT uuid, session_id, outcome FROM answers WHERE uuid = ?1",
+                [uuid],
+                |r| {
+                    Ok(Answer {
+                        uuid: r.get(0)?,
+                        session_id: r.get(1)?,
+                        outcome: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// By the hash of the encrypted request data (the same request through another server).
+    pub fn by_data(conn: &Connection, data_hash: &str) -> Result<Option<Answer>> {
+        Ok(conn
+            .query_row("SELECT uuid, session_id, outcome FROM answers WHERE data_hash = ?1 ORDER BY created LIMIT 1", [data_hash], |r| {
+                Ok(Answer { uuid: r.get(0)?, session_id: r.get(1)?, outcome: r.get(2)? })
+            })
+            .optional()?)
+    }
+
+    /// Inserts or replaces.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        conn: &Connection,
+        uuid: &str,
+        data_hash: &str,
+        account: &str,
+        cmd: &str,
+        session_id: Option<i64>,
+        outcome: &str,
+        expire: i64,
+    ) -> Result<()> {
+        conn.execute(
+            "INSERT OR REPLACE INTO answers(uuid, data_hash, account, cmd, session_id, outcome, expire, created) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            params![uuid, data_hash, account, cmd, session_id, outcome, expire, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Removes answers whose request expired more than `keep_ms` ago.
+    pub fn purge(conn: &Connection, now: i64, keep_ms: i64) -> Result<usize> {
+        Ok(conn.execute("DELETE FROM answers WHERE expire < ?1", [now - keep_ms])?)
+    }
+}
+
+/// Enrollment windows.
+pub mod enrollments {
+    use super::*;
+
+    /// Opens a window for `account` (and optionally one app) until `until` (ms).
+    pub fn open(conn: &Connection, account: &str, app: Option<&str>, until: i64) -> Result<i64> {
+        conn.execute(
+            "INSERT INTO enrollments(account, app, until, created) VALUES (?1,?2,?3,?4)",
+            params![account, app, until, now_ms()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Whether a window is open for (account, app) at `now`.
+    pub fn is_open(conn: &Connection, account: &str, app: &str, now: i64) -> Result<bool> {
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM enrollments WHERE account = ?1 AND (app IS NULL OR app = ?2) AND until > ?3",
+            params![account, app, now],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Windows still open: (id, account, app, until).
+    pub fn list_open(
+        conn: &Connection,
+        now: i64,
+    ) -> Result<Vec<(i64, String, Option<String>, i64)>> {
+        let mut stmt = conn.prepare(
+            "SELECT id, account, app, until FROM enrollments WHERE until > ?1 ORDER BY until",
+        )?;
+        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Closes every window of an account now.
+    pub fn close(conn: &Connection, account: &str) -> Result<usize> {
+        Ok(conn.execute(
+            "UPDATE enrollments SET until = ?2 WHERE account = ?1 AND until > ?2",
+            params![account, now_ms()],
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            &dir.path().join("s.sqlite"),
+            Sealer::new(SecretBytes::new(vec![7; 32])),
+            Sync::Normal,
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn sessions_keys_sealed_and_nonce_strict() {
+        let (_d, s) = store();
+        let sealer = s.sealer().clone();
+        let key = AuthKey::generate();
+        let k2 = key.clone();
+        let id = s
+            .call(move |c| {
+                sessions::insert(
+                    c,
+                    &sealer,
+                    "alice",
+                    "app",
+                    &k2,
+                    now_ms() + 60_000,
+                    now_ms() + 120_000,
+                    "enroll",
+                    None,
+                    0,
+                )
+            })
+            .await
+            .unwrap();
+        let sealer = s.sealer().clone();
+        let live = s
+            .call(move |c| sessions::live_with_keys(c, &sealer, "alice", now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].1, key);
+        s.call(move |c| sessions::advance_nonce(c, id, 10))
+            .await
+            .unwrap();
+        let e = s
+            .call(move |c| sessions::advance_nonce(c, id, 10))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)));
+        s.call(move |c| sessions::advance_nonce(c, id, 11))
+            .await
+            .unwrap();
+        // The key is not in the file in clear.
+        let bytes = std::fs::read(s.path()).unwrap_or_default();
+        let wal = std::fs::read(s.path().with_extension("sqlite-wal")).unwrap_or_default();
+        let needle = key.expose_secret().as_bytes();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle)
+                && !wal.windows(needle.len()).any(|w| w == needle)
+        );
+        // A failing job in a batch does not undo the others.
+        let a = s.call(move |c| sessions::advance_nonce(c, id, 5));
+        let b = s.call(move |c| sessions::advance_nonce(c, id, 12));
+        let (a, b) = tokio::join!(a, b);
+        assert!(a.is_err() && b.is_ok());
+        let row = s
+            .call(move |c| sessions::get(c, id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.last_nonce, 12);
+    }
+
+    #[tokio::test]
+    async fn enrollment_windows() {
+        let (_d, s) = store();
+        s.call(|c| enrollments::open(c, "alice", Some("game"), now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert!(
+            s.call(|c| enrollments::is_open(c, "alice", "game", now_ms()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.call(|c| enrollments::is_open(c, "alice", "other", now_ms()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.call(|c| enrollments::is_open(c, "alice", "game", now_ms() + 61_000))
+                .await
+                .unwrap()
+        );
+        s.call(|c| enrollments::close(c, "alice")).await.unwrap();
+        assert!(
+            !s.call(|c| enrollments::is_open(c, "alice", "game", now_ms()))
+                .await
+                .unwrap()
+        );
+    }
+}
