@@ -347,13 +347,26 @@ impl HasClient {
         key_type: KeyType,
         broadcast: bool,
     ) -> Result<SignResult, ClientError> {
+        self.sign_with_nonce(session, ops, key_type, broadcast, session.next_nonce())
+            .await
+    }
+
+    /// [`HasClient::sign`] with an explicit nonce (tests and demos of replay protection).
+    pub async fn sign_with_nonce(
+        &self,
+        session: &Session,
+        ops: Vec<serde_json::Value>,
+        key_type: KeyType,
+        broadcast: bool,
+        nonce: UnixMillis,
+    ) -> Result<SignResult, ClientError> {
         let parsed_ops =
             Operation::list_from_json(&ops).map_err(|e| ClientError::Input(e.to_string()))?;
         let data = SignReqData {
             key_type,
             ops,
             broadcast,
-            nonce: Some(session.next_nonce()),
+            nonce: Some(nonce),
         };
         let req = AppToRelay::SignReq(SignReq {
             account: session.account.clone(),

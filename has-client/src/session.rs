@@ -77,6 +77,11 @@ impl Session {
         }
     }
 
+    /// The last nonce handed out.
+    pub fn last_nonce(&self) -> UnixMillis {
+        UnixMillis(self.last_nonce.load(Ordering::Relaxed))
+    }
+
     /// JSON form for the session file.
     pub fn to_json(&self) -> String {
         let f = SessionFile {

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use has_protocol::KeyType;
 use hive_chain::{Asset, Level, Operation, RequiredAuthorities, Symbol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[policy]` in pksa.toml (or an included policy file).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Rules, first match wins.
@@ -23,7 +23,7 @@ pub struct PolicyConfig {
 }
 
 /// A rolling spend limit.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpendLimit {
     /// The limit, e.g. "100.000 HIVE", "50.000 HBD", "1000.000000 VESTS" (VESTS counts
@@ -34,7 +34,7 @@ pub struct SpendLimit {
 }
 
 /// One rule.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Rule id, reported with every decision it makes.
@@ -403,6 +403,51 @@ impl PolicyConfig {
             },
         )
     }
+}
+
+/// A stable hash of a policy (sha256 of its canonical JSON), logged at start and reload.
+pub fn hash(p: &PolicyConfig) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(serde_json::to_vec(p).unwrap_or_default()))
+}
+
+/// `policy check`: the decision for a decrypted sign_req_data, challenge_req_data, or a bare
+/// list of operations (treated as a broadcast sign request).
+pub fn explain(
+    p: &PolicyConfig,
+    v: &serde_json::Value,
+    account: &str,
+    app: &str,
+    decrypt_enabled: bool,
+) -> Result<Decision, String> {
+    if let Some(ops) = v
+        .as_array()
+        .or_else(|| v.get("ops").and_then(serde_json::Value::as_array))
+    {
+        let ops = Operation::list_from_json(ops).map_err(|e| e.to_string())?;
+        let probe = hive_chain::Transaction {
+            ref_block_num: 0,
+            ref_block_prefix: 0,
+            expiration: hive_chain::TimePointSec(0),
+            operations: ops.clone(),
+            extensions: Default::default(),
+        };
+        let broadcast = v
+            .get("broadcast")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        return Ok(p.decide_sign(account, app, &ops, &probe.required(), broadcast));
+    }
+    if v.get("challenge").is_some() {
+        let kt: KeyType = serde_json::from_value(v.get("key_type").cloned().unwrap_or_default())
+            .map_err(|e| format!("key_type: {e}"))?;
+        let decrypt = v
+            .get("decrypt")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        return Ok(p.decide_challenge(account, app, kt, decrypt, decrypt_enabled));
+    }
+    Err("expected a sign_req_data object (with ops), a challenge_req_data object, or a list of operations".into())
 }
 
 fn default_sign(ops: &[Operation], required: &RequiredAuthorities) -> Decision {
