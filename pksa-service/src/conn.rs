@@ -214,9 +214,12 @@ async fn session(
                                 tracing::info!(server = %url, account = %a.account, "registered");
                             }
                             Ok(req @ (RelayToPksa::AuthReq(_) | RelayToPksa::SignReq(_) | RelayToPksa::ChallengeReq(_))) => {
+                                // Session lookup and nonce reservation follow the arrival order;
+                                // the rest runs concurrently.
+                                let pre = handlers::preflight(svc, &req);
                                 let (svc, key, out) = (svc.clone(), server_key.clone(), out_tx.clone());
                                 handlers.spawn(async move {
-                                    let answer = handlers::handle(&svc, &key, req).await;
+                                    let answer = handlers::handle(&svc, &key, req, pre).await;
                                     if let Some(reply) = answer.reply {
                                         match frame::encode(&reply) {
                                             Ok(t) => { let _ = out.send(t).await; }

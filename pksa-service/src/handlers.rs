@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::audit;
 use crate::keystore::AccountKeys;
 use crate::policy::Decision;
-use crate::service::Service;
+use crate::service::{CachedSession, Service};
 use crate::store::{self, answers, enrollments, now_ms, sessions};
 
 /// A decided answer, stored as JSON so a re-delivery (same uuid, or the same request through
@@ -158,34 +158,111 @@ impl Decided {
     }
 }
 
-enum Resolved<T> {
+/// Which session a request belongs to.
+#[derive(Debug)]
+pub enum Resolved<T> {
+    /// Decrypted with this session's key.
     Found {
-        id: i64,
-        key: AuthKey,
+        /// The session.
+        session: CachedSession,
+        /// The payload.
         payload: T,
     },
+    /// Decrypted, but the payload is invalid.
     Invalid {
+        /// Session id.
         id: i64,
+        /// Its key.
         key: AuthKey,
+        /// What is wrong.
         message: String,
     },
+    /// No session of ours decrypts it.
     NotOurs,
+}
+
+fn try_sessions<T: Payload>(sessions: Vec<CachedSession>, data: &Encrypted<T>) -> Resolved<T> {
+    for session in sessions {
+        match data.decrypt(&session.key) {
+            Ok(payload) => return Resolved::Found { session, payload },
+            Err(PayloadError::Invalid(message)) => {
+                return Resolved::Invalid {
+                    id: session.id,
+                    key: session.key,
+                    message,
+                };
+            }
+            Err(_) => continue,
+        }
+    }
+    Resolved::NotOurs
 }
 
 /// Finds the session whose key decrypts `data` (strict decryption: no false positives).
 async fn resolve<T: Payload>(svc: &Service, account: &str, data: &Encrypted<T>) -> Resolved<T> {
     for refresh in [false, true] {
-        for (id, key) in svc.session_keys(account, refresh).await {
-            match data.decrypt(&key) {
-                Ok(payload) => return Resolved::Found { id, key, payload },
-                Err(PayloadError::Invalid(message)) => {
-                    return Resolved::Invalid { id, key, message };
-                }
-                Err(_) => continue,
-            }
+        match try_sessions(svc.session_keys(account, refresh).await, data) {
+            Resolved::NotOurs => continue,
+            found => return found,
         }
     }
     Resolved::NotOurs
+}
+
+/// The part of a request's handling that must follow the order requests arrive in: finding
+/// its session in the cache (no store access) and reserving its nonce. The connection task
+/// runs it before handing the request to a concurrent handler.
+#[derive(Debug)]
+pub enum Preflight {
+    /// A sign request: its session, and whether its nonce was reserved (None: no nonce).
+    Sign(Resolved<SignReqData>, Option<bool>),
+    /// A challenge request: likewise.
+    Challenge(Resolved<ChallengeReqData>, Option<bool>),
+}
+
+fn reserve(resolved: &Resolved<impl HasNonce>) -> Option<bool> {
+    match resolved {
+        Resolved::Found { session, payload } => payload.nonce().map(|n| session.reserve(n)),
+        _ => None,
+    }
+}
+
+trait HasNonce {
+    fn nonce(&self) -> Option<i64>;
+}
+impl HasNonce for SignReqData {
+    fn nonce(&self) -> Option<i64> {
+        self.nonce.map(|n| n.0 as i64)
+    }
+}
+impl HasNonce for ChallengeReqData {
+    fn nonce(&self) -> Option<i64> {
+        self.nonce.map(|n| n.0 as i64)
+    }
+}
+
+/// Synchronous, cache-only preflight (None when the account's sessions are not cached yet
+/// or no cached session decrypts the request: the handler then resolves it itself).
+pub fn preflight(svc: &Service, req: &RelayToPksa) -> Option<Preflight> {
+    match req {
+        RelayToPksa::SignReq(r) => {
+            let resolved = try_sessions(svc.cached_sessions(r.account.as_str())?, &r.data);
+            if matches!(resolved, Resolved::NotOurs) {
+                return None;
+            }
+            let reserved = reserve(&resolved);
+            Some(Preflight::Sign(resolved, reserved))
+        }
+        RelayToPksa::ChallengeReq(r) => {
+            let resolved = try_sessions(svc.cached_sessions(r.account.as_str())?, &r.data);
+            if matches!(resolved, Resolved::NotOurs) {
+                return None;
+            }
+            let reserved = reserve(&resolved);
+            Some(Preflight::Challenge(resolved, reserved))
+        }
+        _ => None,
+    }
 }
 
 fn encrypted_error(message: &str, key: &AuthKey) -> Outcome {
@@ -214,7 +291,13 @@ fn with_decision(mut e: audit::Entry, decision: &str, rule: &str, reason: &str) 
 }
 
 /// Handles one relayed request. `server_key` is the key_ack key of the server it came from.
-pub async fn handle(svc: &Arc<Service>, server_key: &PublicKey, req: RelayToPksa) -> Answer {
+/// `pre` is the result of [`preflight`] run in arrival order (None: resolve here).
+pub async fn handle(
+    svc: &Arc<Service>,
+    server_key: &PublicKey,
+    req: RelayToPksa,
+    pre: Option<Preflight>,
+) -> Answer {
     let Some(inc) = incoming(&req) else {
         return Answer { reply: None };
     };
@@ -248,8 +331,20 @@ pub async fn handle(svc: &Arc<Service>, server_key: &PublicKey, req: RelayToPksa
 
     let decided = match (&req, inc.kind) {
         (RelayToPksa::AuthReq(r), _) => auth(svc, keys, &inc, r).await,
-        (RelayToPksa::SignReq(r), _) => return sign(svc, server_key, keys, &inc, &hash, r).await,
-        (RelayToPksa::ChallengeReq(r), _) => challenge(svc, keys, &inc, r).await,
+        (RelayToPksa::SignReq(r), _) => {
+            let pre = match pre {
+                Some(Preflight::Sign(res, reserved)) => Some((res, reserved)),
+                _ => None,
+            };
+            return sign(svc, server_key, keys, &inc, &hash, r, pre).await;
+        }
+        (RelayToPksa::ChallengeReq(r), _) => {
+            let pre = match pre {
+                Some(Preflight::Challenge(res, reserved)) => Some((res, reserved)),
+                _ => None,
+            };
+            challenge(svc, keys, &inc, r, pre).await
+        }
         _ => return Answer { reply: None },
     };
     commit_and_reply(svc, server_key, keys, &inc, &hash, decided).await
@@ -451,8 +546,8 @@ async fn redeliver(
             .session_keys(&inc.account, false)
             .await
             .into_iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, k)| k),
+            .find(|s| s.id == id)
+            .map(|s| s.key),
         None => None,
     };
     if let Outcome::Signing { signed, tx_id } = &outcome {
@@ -602,7 +697,7 @@ async fn auth(svc: &Service, keys: &AccountKeys, inc: &Incoming, r: &RelayedAuth
             }
         },
         None => match resolve(svc, &inc.account, &r.data).await {
-            Resolved::Found { key, payload, .. } => (key, payload),
+            Resolved::Found { session, payload } => (session.key, payload),
             Resolved::Invalid { id, key, message } => {
                 let o = encrypted_error(&format!("invalid request: {message}"), &key);
                 return Decided {
@@ -810,11 +905,20 @@ async fn challenge(
     keys: &AccountKeys,
     inc: &Incoming,
     r: &RelayedChallengeReq,
+    pre: Option<(Resolved<ChallengeReqData>, Option<bool>)>,
 ) -> Decided {
     let settings = svc.settings();
     let e0 = entry(inc, "?");
-    let (id, key, data) = match resolve(svc, &inc.account, &r.data).await {
-        Resolved::Found { id, key, payload } => (id, key, payload),
+    let (resolved, reserved) = match pre {
+        Some(p) => p,
+        None => {
+            let r = resolve(svc, &inc.account, &r.data).await;
+            let res = reserve(&r);
+            (r, res)
+        }
+    };
+    let (session, data) = match resolved {
+        Resolved::Found { session, payload } => (session, payload),
         Resolved::Invalid { id, key, message } => {
             return Decided {
                 outcome: encrypted_error(&format!("invalid request: {message}"), &key),
@@ -835,7 +939,7 @@ async fn challenge(
             );
         }
     };
-    let app = session_app(svc, id).await;
+    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
     let mut e = entry(inc, &app);
     e.ops_digest = audit::digest(&data.challenge);
     e.op_types = if data.decrypt == Some(true) {
@@ -854,6 +958,16 @@ async fn challenge(
     if nonce.is_none() && settings.challenge_nonce_required {
         return err(e, "error", "nonce", "nonce is required");
     }
+    if let Some(n) = nonce
+        && reserved != Some(true)
+    {
+        return err(
+            e,
+            "deny",
+            "nonce",
+            &format!("nonce {n} was already used (replay)"),
+        );
+    }
     let decrypt = data.decrypt.unwrap_or(false);
     let d: Decision = settings.policy.decide_challenge(
         &inc.account,
@@ -864,7 +978,7 @@ async fn challenge(
     );
     let nonce_write = move |c: &Connection| -> store::Result<()> {
         if let Some(n) = nonce {
-            sessions::advance_nonce(c, id, n)?;
+            sessions::record_nonce(c, id, n)?;
         }
         Ok(())
     };
@@ -927,16 +1041,6 @@ async fn challenge(
     }
 }
 
-async fn session_app(svc: &Service, id: i64) -> String {
-    svc.store
-        .call(move |c| sessions::get(c, id))
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.app)
-        .unwrap_or_else(|| "?".into())
-}
-
 // ----------------------------------------------------------------------------------- sign
 
 fn role_key(keys: &AccountKeys, level: hive_chain::Level) -> Option<&PrivateKey> {
@@ -954,11 +1058,20 @@ async fn sign(
     inc: &Incoming,
     hash: &str,
     r: &RelayedSignReq,
+    pre: Option<(Resolved<SignReqData>, Option<bool>)>,
 ) -> Answer {
     let settings = svc.settings();
     let e0 = entry(inc, "?");
-    let (id, key, data) = match resolve(svc, &inc.account, &r.data).await {
-        Resolved::Found { id, key, payload } => (id, key, payload),
+    let (resolved, reserved) = match pre {
+        Some(p) => p,
+        None => {
+            let r = resolve(svc, &inc.account, &r.data).await;
+            let res = reserve(&r);
+            (r, res)
+        }
+    };
+    let (session, data) = match resolved {
+        Resolved::Found { session, payload } => (session, payload),
         Resolved::Invalid { id, key, message } => {
             let d = Decided {
                 outcome: encrypted_error(&format!("invalid request: {message}"), &key),
@@ -981,14 +1094,14 @@ async fn sign(
             return commit_and_reply(svc, server_key, keys, inc, hash, d).await;
         }
     };
-    let app = session_app(svc, id).await;
+    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
     let mut e = entry(inc, &app);
     let ops_json = Value::Array(data.ops.clone()).to_string();
     e.ops_digest = audit::digest(&ops_json);
     let fail = |e: audit::Entry, decision: &str, rule: &str, m: String, nonce: Option<i64>| {
         let writes: Option<Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>> =
             nonce.map(|n| {
-                Box::new(move |c: &Connection| sessions::advance_nonce(c, id, n))
+                Box::new(move |c: &Connection| sessions::record_nonce(c, id, n))
                     as Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>
             });
         Decided {
@@ -1003,15 +1116,7 @@ async fn sign(
         let d = fail(e, "error", "nonce", "nonce is required".into(), None);
         return commit_and_reply(svc, server_key, keys, inc, hash, d).await;
     };
-    let last = svc
-        .store
-        .call(move |c| sessions::get(c, id))
-        .await
-        .ok()
-        .flatten()
-        .map(|s| s.last_nonce)
-        .unwrap_or(i64::MAX);
-    if nonce <= last {
+    if reserved != Some(true) {
         let d = fail(
             e,
             "deny",
@@ -1065,7 +1170,7 @@ async fn sign(
             session: Some((id, key)),
             audit: e,
             writes: Some(Box::new(move |c: &Connection| {
-                sessions::advance_nonce(c, id, nonce)
+                sessions::record_nonce(c, id, nonce)
             })),
         };
         return commit_and_reply(svc, server_key, keys, inc, hash, d).await;
@@ -1135,7 +1240,7 @@ async fn sign(
     let spends = decision.spend.clone();
     let (acct, uuid_s) = (inc.account.clone(), inc.uuid.to_string());
     let writes = move |c: &Connection| -> store::Result<()> {
-        sessions::advance_nonce(c, id, nonce)?;
+        sessions::record_nonce(c, id, nonce)?;
         crate::spend::check_and_record(c, &acct, &uuid_s, &spends)?;
         Ok(())
     };

@@ -1,7 +1,7 @@
 //! The running service: shared state, the session cache, and `run`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -95,9 +95,43 @@ pub struct ServerStatus {
     pub reconnects: AtomicU64,
 }
 
+/// A live session in memory: its key and the highest nonce accepted so far. Nonces are
+/// reserved here, in the order requests arrive on a socket, so concurrent requests of one
+/// app are accepted in the order it sent them; the store keeps the maximum.
+#[derive(Debug, Clone)]
+pub struct CachedSession {
+    /// Session id.
+    pub id: i64,
+    /// The auth_key.
+    pub key: AuthKey,
+    /// The app the session was created for.
+    pub app: String,
+    /// Highest nonce reserved (accepted) so far.
+    pub last_nonce: Arc<AtomicI64>,
+}
+
+impl CachedSession {
+    /// Reserves `nonce` if it is greater than every nonce accepted so far.
+    pub fn reserve(&self, nonce: i64) -> bool {
+        let mut cur = self.last_nonce.load(Ordering::SeqCst);
+        loop {
+            if nonce <= cur {
+                return false;
+            }
+            match self
+                .last_nonce
+                .compare_exchange(cur, nonce, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct CachedAccount {
-    sessions: Vec<(i64, AuthKey)>,
+    sessions: Vec<CachedSession>,
     loaded: Option<Instant>,
 }
 
@@ -171,9 +205,18 @@ impl Service {
         }
     }
 
-    /// Candidate session keys of an account (cached; reloaded from the store when `refresh`
-    /// and the cache is older than 1 s).
-    pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<(i64, AuthKey)> {
+    /// Live sessions of an account from the cache only (no store access).
+    pub fn cached_sessions(&self, account: &str) -> Option<Vec<CachedSession>> {
+        let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(account)
+            .filter(|c| c.loaded.is_some())
+            .map(|c| c.sessions.clone())
+    }
+
+    /// Live sessions of an account (cached; reloaded from the store when `refresh` and the
+    /// cache is older than 1 s). A reload keeps the nonce counters of known sessions.
+    pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<CachedSession> {
         let stale = {
             let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             match cache.get(account).and_then(|c| c.loaded) {
@@ -191,10 +234,33 @@ impl Service {
             {
                 Ok(rows) => {
                     let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    let old = cache
+                        .remove(account)
+                        .map(|c| c.sessions)
+                        .unwrap_or_default();
+                    let sessions = rows
+                        .into_iter()
+                        .map(|(r, k)| {
+                            let counter = old
+                                .iter()
+                                .find(|o| o.id == r.id)
+                                .map(|o| {
+                                    o.last_nonce.fetch_max(r.last_nonce, Ordering::SeqCst);
+                                    o.last_nonce.clone()
+                                })
+                                .unwrap_or_else(|| Arc::new(AtomicI64::new(r.last_nonce)));
+                            CachedSession {
+                                id: r.id,
+                                key: k,
+                                app: r.app,
+                                last_nonce: counter,
+                            }
+                        })
+                        .collect();
                     cache.insert(
                         account.to_owned(),
                         CachedAccount {
-                            sessions: rows.into_iter().map(|(r, k)| (r.id, k)).collect(),
+                            sessions,
                             loaded: Some(Instant::now()),
                         },
                     );
@@ -207,23 +273,6 @@ impl Service {
             .get(account)
             .map(|c| c.sessions.clone())
             .unwrap_or_default()
-    }
-
-    /// Adds a session to the cache (just created).
-    pub fn cache_session(&self, account: &str, id: i64, key: AuthKey) {
-        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = cache.entry(account.to_owned()).or_default();
-        if !entry.sessions.iter().any(|(i, _)| *i == id) {
-            entry.sessions.push((id, key));
-        }
-    }
-
-    /// Forgets a session in the cache (expired or revoked).
-    pub fn uncache_session(&self, account: &str, id: i64) {
-        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache.get_mut(account) {
-            c.sessions.retain(|(i, _)| *i != id);
-        }
     }
 
     /// A lock serializing the processing of identical requests.

@@ -516,6 +516,21 @@ pub mod sessions {
             ))
         }
     }
+
+    /// Records a nonce that was already reserved in arrival order (see
+    /// `service::CachedSession::reserve`): the stored value only grows, so requests that
+    /// commit out of order cannot lower it. Fails if the session was revoked meanwhile.
+    pub fn record_nonce(conn: &Connection, id: i64, nonce: i64) -> Result<()> {
+        let n = conn.execute(
+            "UPDATE sessions SET last_nonce = MAX(last_nonce, ?2), last_used = ?3 WHERE id = ?1 AND revoked = 0",
+            params![id, nonce, now_ms()],
+        )?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("the session was revoked".into()))
+        }
+    }
 }
 
 /// Stored answers (re-delivery without re-signing).
