@@ -105,7 +105,7 @@ struct Shared {
 /// A connection to a HAS server.
 pub struct HasClient {
     url: String,
-    out: mpsc::Sender<String>,
+    out: mpsc::UnboundedSender<String>,
     shared: Arc<Mutex<Shared>>,
     /// Request lifetime the server announced.
     pub timeout: Duration,
@@ -138,17 +138,17 @@ impl HasClient {
     /// Connects, reads `connected`, checks the protocol (0.8 and 1 are accepted).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| ClientError::Connection(e.to_string()))?;
         let (mut sink, mut source) = ws.split();
         // The first text frame must be `connected`.
         let connected = tokio::time::timeout(WAIT_TIMEOUT, async {
             while let Some(msg) = source.next().await {
-                if let Ok(Message::Text(t)) = msg {
-                    if let Ok(RelayToApp::Connected(c)) = frame::parse::<RelayToApp>(t.as_str()) {
-                        return Some(c);
-                    }
+                if let Ok(Message::Text(t)) = msg
+                    && let Ok(RelayToApp::Connected(c)) = frame::parse::<RelayToApp>(t.as_str())
+                {
+                    return Some(c);
                 }
             }
             None
@@ -164,7 +164,7 @@ impl HasClient {
         let timeout = Duration::from_secs(connected.timeout.map(|t| t.0).unwrap_or(60).max(1));
 
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (out, mut out_rx) = mpsc::channel::<String>(1024);
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         let reader_shared = shared.clone();
         let reader = tokio::spawn(async move {
             loop {
@@ -220,16 +220,18 @@ impl HasClient {
     async fn send_text(&self, text: String) -> Result<(), ClientError> {
         self.out
             .send(text)
-            .await
             .map_err(|_| ClientError::Connection("the connection closed".into()))
     }
 
-    /// Sends a request and waits for its `*_wait`; returns it and the reply slot.
+    /// Builds, queues and sends a request, then waits for its `*_wait`; returns it and the
+    /// reply slot. Building (which draws the nonce), queueing the correlation entry and
+    /// handing the frame to the socket happen under one lock, so concurrent requests leave
+    /// in nonce order and their `*_wait`s are matched to the right callers.
     async fn request(
         &self,
         kind: Kind,
         account: &AccountName,
-        frame_text: String,
+        build: impl FnOnce() -> Result<String, ClientError>,
     ) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
         let (wait_tx, wait_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -238,14 +240,18 @@ impl HasClient {
             if let Some(why) = &st.closed {
                 return Err(ClientError::Connection(why.clone()));
             }
+            let text = build()?;
             st.waiting.push_back(Pending {
                 kind,
                 account: account.clone(),
                 wait: wait_tx,
                 reply: reply_tx,
             });
+            if self.out.send(text).is_err() {
+                st.waiting.pop_back();
+                return Err(ClientError::Connection("the connection closed".into()));
+            }
         }
-        self.send_text(frame_text).await?;
         match tokio::time::timeout(WAIT_TIMEOUT, wait_rx).await {
             Ok(Ok(Ok(w))) => Ok((w, reply_rx)),
             Ok(Ok(Err(e))) => Err(e),
@@ -301,7 +307,7 @@ impl HasClient {
             token: None,
         });
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (wait, reply) = self.request(Kind::Auth, &account, text).await?;
+        let (wait, reply) = self.request(Kind::Auth, &account, || Ok(text)).await?;
         if let Some(cb) = show {
             cb(&AuthPayload {
                 account: account.clone(),
@@ -347,7 +353,7 @@ impl HasClient {
         key_type: KeyType,
         broadcast: bool,
     ) -> Result<SignResult, ClientError> {
-        self.sign_with_nonce(session, ops, key_type, broadcast, session.next_nonce())
+        self.sign_inner(session, ops, key_type, broadcast, None)
             .await
     }
 
@@ -360,21 +366,35 @@ impl HasClient {
         broadcast: bool,
         nonce: UnixMillis,
     ) -> Result<SignResult, ClientError> {
+        self.sign_inner(session, ops, key_type, broadcast, Some(nonce))
+            .await
+    }
+
+    async fn sign_inner(
+        &self,
+        session: &Session,
+        ops: Vec<serde_json::Value>,
+        key_type: KeyType,
+        broadcast: bool,
+        nonce: Option<UnixMillis>,
+    ) -> Result<SignResult, ClientError> {
         let parsed_ops =
             Operation::list_from_json(&ops).map_err(|e| ClientError::Input(e.to_string()))?;
-        let data = SignReqData {
-            key_type,
-            ops,
-            broadcast,
-            nonce: Some(nonce),
+        let build = || {
+            let data = SignReqData {
+                key_type,
+                ops,
+                broadcast,
+                nonce: Some(nonce.unwrap_or_else(|| session.next_nonce())),
+            };
+            let req = AppToRelay::SignReq(SignReq {
+                account: session.account.clone(),
+                data: Encrypted::encrypt(&data, &session.auth_key),
+                token: session.token.clone(),
+            });
+            frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))
         };
-        let req = AppToRelay::SignReq(SignReq {
-            account: session.account.clone(),
-            data: Encrypted::encrypt(&data, &session.auth_key),
-            token: session.token.clone(),
-        });
-        let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (wait, reply) = self.request(Kind::Sign, &session.account, text).await?;
+        let (wait, reply) = self.request(Kind::Sign, &session.account, build).await?;
         let uuid = wait.uuid.clone();
         let bad = |reason: String| ClientError::InvalidAnswer {
             uuid: uuid.clone(),
@@ -446,20 +466,22 @@ impl HasClient {
         challenge: &str,
         decrypt: bool,
     ) -> Result<ChallengeResult, ClientError> {
-        let data = ChallengeReqData {
-            key_type,
-            challenge: challenge.to_owned(),
-            decrypt: Some(decrypt),
-            nonce: Some(session.next_nonce()),
+        let build = || {
+            let data = ChallengeReqData {
+                key_type,
+                challenge: challenge.to_owned(),
+                decrypt: Some(decrypt),
+                nonce: Some(session.next_nonce()),
+            };
+            let req = AppToRelay::ChallengeReq(ChallengeReq {
+                account: session.account.clone(),
+                data: Encrypted::encrypt(&data, &session.auth_key),
+                token: session.token.clone(),
+            });
+            frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))
         };
-        let req = AppToRelay::ChallengeReq(ChallengeReq {
-            account: session.account.clone(),
-            data: Encrypted::encrypt(&data, &session.auth_key),
-            token: session.token.clone(),
-        });
-        let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
         let (wait, reply) = self
-            .request(Kind::Challenge, &session.account, text)
+            .request(Kind::Challenge, &session.account, build)
             .await?;
         let uuid = wait.uuid.clone();
         match self.answer(&wait, reply).await? {

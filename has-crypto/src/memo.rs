@@ -149,13 +149,13 @@ impl MemoChannel {
         format!("#{}", bs58::encode(raw).into_string())
     }
 
-    /// Decrypts a parsed memo with this channel's secret (the caller checked the keys).
-    fn open(&self, memo: &EncryptedMemo) -> Result<SecretString> {
-        let mk = message_key(&self.shared, memo.nonce);
-        if mk.check != memo.check {
+    /// Decrypts memo parts with this channel's secret (the caller checked the keys).
+    fn open(&self, nonce: u64, check: u32, ciphertext: &[u8]) -> Result<SecretString> {
+        let mk = message_key(&self.shared, nonce);
+        if mk.check != check {
             return Err(Error::Decrypt);
         }
-        let plain = Zeroizing::new(aes_cbc::decrypt(&mk.key, &mk.iv, &memo.ciphertext)?);
+        let plain = Zeroizing::new(aes_cbc::decrypt(&mk.key, &mk.iv, ciphertext)?);
         // Varint length prefix; legacy memos without it decode as the whole buffer.
         let text_bytes = match read_varint(&plain) {
             Some((len, used)) => match used.checked_add(len).and_then(|end| plain.get(used..end)) {
@@ -187,37 +187,53 @@ pub struct EncryptedMemo {
     pub ciphertext: Vec<u8>,
 }
 
-impl EncryptedMemo {
-    /// Parses `#` + base58(from33 ‖ to33 ‖ nonce u64 LE ‖ check u32 LE ‖ varint len ‖ ct).
-    pub fn parse(memo: &str) -> Result<Self> {
+/// The fields of a memo with the keys still compressed (no point decompression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RawMemo {
+    from: [u8; 33],
+    to: [u8; 33],
+    nonce: u64,
+    check: u32,
+    ciphertext: Vec<u8>,
+}
+
+impl RawMemo {
+    fn parse(memo: &str) -> Result<Self> {
         let body = memo.strip_prefix('#').ok_or(Error::MemoFormat)?;
         let raw = bs58::decode(body.as_bytes())
             .into_vec()
             .map_err(|_| Error::MemoFormat)?;
-        let from = PublicKey::from_compressed(raw.get(..33).ok_or(Error::MemoFormat)?)
-            .map_err(|_| Error::MemoFormat)?;
-        let to = PublicKey::from_compressed(raw.get(33..66).ok_or(Error::MemoFormat)?)
-            .map_err(|_| Error::MemoFormat)?;
-        let nonce_bytes: [u8; 8] = raw
-            .get(66..74)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Error::MemoFormat)?;
-        let check_bytes: [u8; 4] = raw
-            .get(74..78)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(Error::MemoFormat)?;
+        let take = |r: std::ops::Range<usize>| raw.get(r).ok_or(Error::MemoFormat);
+        let from: [u8; 33] = take(0..33)?.try_into().map_err(|_| Error::MemoFormat)?;
+        let to: [u8; 33] = take(33..66)?.try_into().map_err(|_| Error::MemoFormat)?;
+        let nonce_bytes: [u8; 8] = take(66..74)?.try_into().map_err(|_| Error::MemoFormat)?;
+        let check_bytes: [u8; 4] = take(74..78)?.try_into().map_err(|_| Error::MemoFormat)?;
         let rest = raw.get(78..).ok_or(Error::MemoFormat)?;
         let (len, used) = read_varint(rest).ok_or(Error::MemoFormat)?;
         let ciphertext = rest.get(used..).ok_or(Error::MemoFormat)?;
         if ciphertext.len() != len || len == 0 || !len.is_multiple_of(16) {
             return Err(Error::MemoFormat);
         }
-        Ok(EncryptedMemo {
+        Ok(RawMemo {
             from,
             to,
             nonce: u64::from_le_bytes(nonce_bytes),
             check: u32::from_le_bytes(check_bytes),
             ciphertext: ciphertext.to_vec(),
+        })
+    }
+}
+
+impl EncryptedMemo {
+    /// Parses `#` + base58(from33 ‖ to33 ‖ nonce u64 LE ‖ check u32 LE ‖ varint len ‖ ct).
+    pub fn parse(memo: &str) -> Result<Self> {
+        let r = RawMemo::parse(memo)?;
+        Ok(EncryptedMemo {
+            from: PublicKey::from_compressed(&r.from).map_err(|_| Error::MemoFormat)?,
+            to: PublicKey::from_compressed(&r.to).map_err(|_| Error::MemoFormat)?,
+            nonce: r.nonce,
+            check: r.check,
+            ciphertext: r.ciphertext,
         })
     }
 
@@ -268,7 +284,7 @@ pub fn decode(key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
     }
     let channel = MemoChannel::new(key, parsed.other_party(mine));
     Ok(DecodedMemo {
-        text: channel.open(&parsed)?,
+        text: channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?,
         from: parsed.from,
         to: parsed.to,
     })
@@ -315,6 +331,17 @@ impl SharedSecretCache {
         channel
     }
 
+    /// The channel between `local` and a remote key given as compressed bytes: on a cache hit
+    /// nothing is decompressed or derived.
+    fn channel_by_bytes(&self, local: &PrivateKey, remote: &[u8; 33]) -> Result<MemoChannel> {
+        let id = (local.public_key().to_compressed(), *remote);
+        if let Some(c) = self.map.lock().ok().and_then(|map| map.get(&id).cloned()) {
+            return Ok(c);
+        }
+        let remote = PublicKey::from_compressed(remote).map_err(|_| Error::MemoFormat)?;
+        Ok(self.channel(local, &remote))
+    }
+
     /// Decodes a memo addressed to or from `key`, using a cached channel.
     pub fn decode(&self, key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
         let parsed = EncryptedMemo::parse(memo)?;
@@ -324,7 +351,7 @@ impl SharedSecretCache {
         }
         let channel = self.channel(key, parsed.other_party(mine));
         Ok(DecodedMemo {
-            text: channel.open(&parsed)?,
+            text: channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?,
             from: parsed.from,
             to: parsed.to,
         })
@@ -409,14 +436,14 @@ pub mod pok {
 
     /// Decodes a POK with the server key. Only a memo addressed *to* the server key counts.
     pub fn decode(server: &PrivateKey, cache: &SharedSecretCache, pok: &str) -> Result<Proof> {
-        let parsed = EncryptedMemo::parse(pok)?;
-        if parsed.to != *server.public_key() {
+        let parsed = RawMemo::parse(pok)?;
+        if parsed.to != server.public_key().to_compressed() {
             return Err(Error::MemoKey);
         }
-        let channel = cache.channel(server, &parsed.from);
-        let text = channel.open(&parsed)?;
+        let channel = cache.channel_by_bytes(server, &parsed.from)?;
+        let text = channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?;
         Ok(Proof {
-            from: parsed.from,
+            from: *channel.remote(),
             value: text.expose_secret().trim_start_matches('#').to_owned(),
         })
     }

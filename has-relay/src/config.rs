@@ -29,7 +29,8 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// Concurrent sockets.
     pub max_connections: usize,
-    /// Frames per second a socket may send (sustained), with a burst of 4×.
+    /// Frames per second a socket may send (sustained), with a burst of 4× (default 500:
+    /// service-mode apps such as bots send many requests over one socket).
     pub frames_per_second: u32,
     /// Pending (unanswered) requests per account.
     pub max_pending_per_account: usize,
@@ -57,7 +58,7 @@ impl RelayConfig {
             ping_rate: Duration::from_secs(30),
             max_frame_bytes: 512 * 1024,
             max_connections: 10_000,
-            frames_per_second: 50,
+            frames_per_second: 500,
             max_pending_per_account: 256,
             allow_replies_without_pok: false,
             pok_time_window: Duration::from_secs(10),

@@ -55,6 +55,22 @@ struct State {
     /// account → sockets registered for it.
     registrations: HashMap<String, HashSet<SocketId>>,
     requests: HashMap<RequestId, Request>,
+    /// account → requests not yet answered (kept exact on answer and purge).
+    pending: HashMap<String, usize>,
+    /// Sum of `pending`.
+    pending_total: u64,
+}
+
+impl State {
+    fn pending_done(&mut self, account: &str) {
+        if let Some(n) = self.pending.get_mut(account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending.remove(account);
+            }
+        }
+        self.pending_total = self.pending_total.saturating_sub(1);
+    }
 }
 
 /// Why a reply was not relayed.
@@ -258,11 +274,7 @@ impl Hub {
         let relayed = frame::encode(&relayed).map_err(|e| e.to_string())?;
         let wait = frame::encode(&wait).map_err(|e| e.to_string())?;
         let mut st = self.lock();
-        let pending = st
-            .requests
-            .values()
-            .filter(|r| r.account == account.as_str() && r.answer.is_none() && r.expire > now)
-            .count();
+        let pending = st.pending.get(account.as_str()).copied().unwrap_or(0);
         if pending >= self.max_pending_per_account {
             return Err(format!("too many pending requests for {account}"));
         }
@@ -292,10 +304,11 @@ impl Hub {
                 delivered_to: delivered,
             },
         );
-        self.metrics.queue_depth.store(
-            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        *st.pending.entry(account.to_string()).or_insert(0) += 1;
+        st.pending_total += 1;
+        self.metrics
+            .queue_depth
+            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
         Ok(wait)
     }
 
@@ -404,13 +417,13 @@ impl Hub {
             r.answer = Some(text.clone());
             self.metrics.observe_latency(r.created.elapsed());
         }
+        st.pending_done(&account);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
-        self.metrics.queue_depth.store(
-            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.metrics
+            .queue_depth
+            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
         Ok(uuid)
     }
 
@@ -444,14 +457,22 @@ impl Hub {
     pub fn purge_expired(&self) -> usize {
         let now = UnixMillis::now();
         let mut st = self.lock();
-        let before = st.requests.len();
-        st.requests.retain(|_, r| r.expire > now);
-        let n = before - st.requests.len();
-        self.metrics.queue_depth.store(
-            st.requests.values().filter(|r| r.answer.is_none()).count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        n
+        let expired: Vec<(RequestId, String, bool)> = st
+            .requests
+            .iter()
+            .filter(|(_, r)| r.expire <= now)
+            .map(|(u, r)| (u.clone(), r.account.clone(), r.answer.is_none()))
+            .collect();
+        for (uuid, account, unanswered) in &expired {
+            st.requests.remove(uuid);
+            if *unanswered {
+                st.pending_done(account);
+            }
+        }
+        self.metrics
+            .queue_depth
+            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
+        expired.len()
     }
 
     /// Number of requests held (pending and answered).

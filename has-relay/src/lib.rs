@@ -124,6 +124,8 @@ pub async fn run(
                         continue;
                     }
                 };
+                // Frames are small and latency matters: no Nagle delay.
+                let _ = stream.set_nodelay(true);
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     tracing::warn!(%peer, "connection limit reached; refusing");
                     ctx.hub.metrics.count("connection", "refused_limit");

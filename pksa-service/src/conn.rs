@@ -118,7 +118,10 @@ async fn session(
     status: &ServerStatus,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let connect = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url));
+    let connect = tokio::time::timeout(
+        STEP_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(url, None, true),
+    );
     let ws = tokio::select! {
         r = connect => match r {
             Ok(Ok((ws, _))) => ws,

@@ -435,18 +435,26 @@ async fn commit_and_reply(
     hash: &str,
     d: Decided,
 ) -> Answer {
+    let auth_ack = inc.kind == Kind::Auth && matches!(d.outcome, Outcome::AuthAck { .. });
     match commit(svc, inc, hash, d).await {
-        Some((outcome, session)) => Answer {
-            reply: frame(
-                svc,
-                server_key,
-                keys,
-                inc.kind,
-                &inc.uuid,
-                &outcome,
-                session.as_ref().map(|(_, k)| k),
-            ),
-        },
+        Some((outcome, session)) => {
+            if auth_ack {
+                // The app may send its next request right after this ack: have the new or
+                // renewed session in the cache before the ack leaves.
+                svc.refresh_sessions_now(&inc.account).await;
+            }
+            Answer {
+                reply: frame(
+                    svc,
+                    server_key,
+                    keys,
+                    inc.kind,
+                    &inc.uuid,
+                    &outcome,
+                    session.as_ref().map(|(_, k)| k),
+                ),
+            }
+        }
         None => Answer { reply: None },
     }
 }
@@ -1196,7 +1204,7 @@ async fn sign(
             }
         }
     }
-    let head = match svc.rpc.head_block().await {
+    let head = match svc.head_block().await {
         Ok(h) => h,
         Err(err) => {
             let d = fail(

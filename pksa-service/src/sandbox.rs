@@ -111,10 +111,13 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     // Relay with a static accounts file.
     let accounts_file = dir.join("sandbox-accounts.json");
     std::fs::write(&accounts_file, serde_json::to_string(&[&chain_account])?)?;
-    let relay_config = has_relay::RelayConfig::new(
+    let mut relay_config = has_relay::RelayConfig::new(
         dir.join("relay.key"),
         has_relay::AccountSource::File(accounts_file),
     );
+    // Loopback development: no per-socket rate limit worth the name, room for load tests.
+    relay_config.frames_per_second = 1_000_000;
+    relay_config.max_pending_per_account = 100_000;
     let relay =
         has_relay::spawn(SocketAddr::from(([127, 0, 0, 1], opts.port)), relay_config).await?;
 
@@ -229,7 +232,7 @@ impl Sandbox {
             "pksa-service sandbox (loopback only; the Hive node is a dry run: nothing reaches a real chain)\n\
              \n  relay            {}\n  hive api         {} (dry run)\n  account          {}\n  password         {}\n  auth_req_secret  {}\n  public keys\n{}\n\
              \n  An enrollment window is open for 10 minutes: authenticate an app now, e.g.\n\
-             \n    cargo run -p has-client -- --server {} --session /tmp/sandbox-session.json auth --account {} --secret '{}'\n\
+             \n    cargo run -p has-client -- --server {} --session /tmp/sandbox-session.json auth --account {} --secret='{}'\n\
              \n  then sign or challenge with the saved session:\n\
              \n    cargo run -p has-client -- --server {} --session /tmp/sandbox-session.json challenge --text hello\n\
              \n  Ctrl-C stops the sandbox.\n",

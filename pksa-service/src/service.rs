@@ -157,6 +157,9 @@ pub struct Service {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counters.
     pub counters: Counters,
+    /// The last head block read, reused for up to a second (TaPoS may reference any recent
+    /// block; one node call per transaction would dominate the signing cost).
+    head: Mutex<Option<(hive_chain::HeadBlock, Instant)>>,
     /// Per-server status, in config order.
     pub servers: Vec<(String, Arc<ServerStatus>)>,
 }
@@ -183,6 +186,7 @@ impl Service {
             sessions: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            head: Mutex::new(None),
             servers: servers
                 .iter()
                 .map(|s| (s.clone(), Arc::new(ServerStatus::default())))
@@ -214,6 +218,53 @@ impl Service {
             .map(|c| c.sessions.clone())
     }
 
+    /// Reloads an account's sessions from the store (keeping the nonce counters of sessions
+    /// already known).
+    pub async fn refresh_sessions_now(&self, account: &str) {
+        let sealer = self.store.sealer().clone();
+        let acct = account.to_owned();
+        match self
+            .store
+            .call(move |c| sessions::live_with_keys(c, &sealer, &acct, now_ms()))
+            .await
+        {
+            Ok(rows) => {
+                let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let old = cache
+                    .remove(account)
+                    .map(|c| c.sessions)
+                    .unwrap_or_default();
+                let sessions = rows
+                    .into_iter()
+                    .map(|(r, k)| {
+                        let counter = old
+                            .iter()
+                            .find(|o| o.id == r.id)
+                            .map(|o| {
+                                o.last_nonce.fetch_max(r.last_nonce, Ordering::SeqCst);
+                                o.last_nonce.clone()
+                            })
+                            .unwrap_or_else(|| Arc::new(AtomicI64::new(r.last_nonce)));
+                        CachedSession {
+                            id: r.id,
+                            key: k,
+                            app: r.app,
+                            last_nonce: counter,
+                        }
+                    })
+                    .collect();
+                cache.insert(
+                    account.to_owned(),
+                    CachedAccount {
+                        sessions,
+                        loaded: Some(Instant::now()),
+                    },
+                );
+            }
+            Err(e) => tracing::error!(error = %e, account, "cannot load sessions"),
+        }
+    }
+
     /// Live sessions of an account (cached; reloaded from the store when `refresh` and the
     /// cache is older than 1 s). A reload keeps the nonce counters of known sessions.
     pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<CachedSession> {
@@ -225,48 +276,7 @@ impl Service {
             }
         };
         if stale {
-            let sealer = self.store.sealer().clone();
-            let acct = account.to_owned();
-            match self
-                .store
-                .call(move |c| sessions::live_with_keys(c, &sealer, &acct, now_ms()))
-                .await
-            {
-                Ok(rows) => {
-                    let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                    let old = cache
-                        .remove(account)
-                        .map(|c| c.sessions)
-                        .unwrap_or_default();
-                    let sessions = rows
-                        .into_iter()
-                        .map(|(r, k)| {
-                            let counter = old
-                                .iter()
-                                .find(|o| o.id == r.id)
-                                .map(|o| {
-                                    o.last_nonce.fetch_max(r.last_nonce, Ordering::SeqCst);
-                                    o.last_nonce.clone()
-                                })
-                                .unwrap_or_else(|| Arc::new(AtomicI64::new(r.last_nonce)));
-                            CachedSession {
-                                id: r.id,
-                                key: k,
-                                app: r.app,
-                                last_nonce: counter,
-                            }
-                        })
-                        .collect();
-                    cache.insert(
-                        account.to_owned(),
-                        CachedAccount {
-                            sessions,
-                            loaded: Some(Instant::now()),
-                        },
-                    );
-                }
-                Err(e) => tracing::error!(error = %e, account, "cannot load sessions"),
-            }
+            self.refresh_sessions_now(account).await;
         }
         let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         cache
@@ -282,6 +292,18 @@ impl Service {
             m.retain(|_, v| Arc::strong_count(v) > 1);
         }
         m.entry(data_hash.to_owned()).or_default().clone()
+    }
+
+    /// The head block for TaPoS, from a cache younger than a second or from the node.
+    pub async fn head_block(&self) -> Result<hive_chain::HeadBlock, hive_chain::rpc::RpcError> {
+        if let Some((h, at)) = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Ok(h);
+            }
+        }
+        let h = self.rpc.head_block().await?;
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.clone(), Instant::now()));
+        Ok(h)
     }
 
     /// Whether the service is ready: keys present, registered on at least one server.
