@@ -154,9 +154,8 @@ pub fn verify(conn: &Connection) -> Result<Verdict> {
     let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM audit ORDER BY id"))?;
     let rows = stmt.query_map([], read_row)?;
     let mut prev = GENESIS.to_owned();
-    let mut expected_id = 1;
     let mut n = 0;
-    for row in rows {
+    for (expected_id, row) in (1i64..).zip(rows) {
         let row = row.map_err(StoreError::from)?;
         if row.id != expected_id {
             return Ok(Verdict::Broken {
@@ -174,7 +173,6 @@ pub fn verify(conn: &Connection) -> Result<Verdict> {
             });
         }
         prev = row.hash;
-        expected_id += 1;
         n += 1;
     }
     Ok(Verdict::Intact { rows: n })

@@ -502,7 +502,7 @@ fn session(path: &Path, cmd: SessionCmd) -> anyhow::Result<()> {
                 anyhow::bail!("--days must be more than 0 and at most 3650");
             }
             let key = AuthKey::generate();
-            let expire = now_ms() + (days * 86400_000.0) as i64;
+            let expire = now_ms() + (days * 86_400_000.0) as i64;
             let sealer = store.sealer().clone();
             let (k2, a2, app2) = (key.clone(), account.clone(), app.clone());
             let id = store.call_blocking(move |c| {

@@ -283,13 +283,13 @@ impl Config {
             }
             (None, None) => None,
         };
-        if let Some(s) = &auth_req_secret {
-            if s.len() < 16 {
-                return Err(err(
-                    "auth_req_secret",
-                    "must be at least 16 characters (it is as sensitive as an API key)".into(),
-                ));
-            }
+        if let Some(s) = &auth_req_secret
+            && s.len() < 16
+        {
+            return Err(err(
+                "auth_req_secret",
+                "must be at least 16 characters (it is as sensitive as an API key)".into(),
+            ));
         }
         let days = |field: &str, v: Option<f64>, default: f64| -> Result<Duration, ConfigError> {
             let d = v.unwrap_or(default);

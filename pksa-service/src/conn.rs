@@ -164,10 +164,10 @@ async fn session(
                 }
                 if !asked_key {
                     asked_key = true;
-                    if let Ok(req) = frame::encode(&PksaToRelay::KeyReq) {
-                        if sink.send(Message::Text(req.into())).await.is_err() {
-                            return Ended::Closed("send failed".into());
-                        }
+                    if let Ok(req) = frame::encode(&PksaToRelay::KeyReq)
+                        && sink.send(Message::Text(req.into())).await.is_err()
+                    {
+                        return Ended::Closed("send failed".into());
                     }
                 }
             }
@@ -233,11 +233,10 @@ async fn session(
                             }
                             Ok(RelayToPksa::Error(e)) => tracing::warn!(server = %url, error = %e.error, "server error"),
                             Ok(RelayToPksa::KeyAck(k)) => {
-                                if let Some(key) = parse_server_key(&k.key) {
-                                    if key != *server_key {
+                                if let Some(key) = parse_server_key(&k.key)
+                                    && key != *server_key {
                                         break Ended::Closed("the server key changed: reconnecting to re-register".into());
                                     }
-                                }
                             }
                             Ok(_) => {}
                             Err(e) => tracing::debug!(server = %url, error = %e, "unreadable frame ignored"),

@@ -136,13 +136,16 @@ fn data_hash(kind: Kind, data: &str) -> String {
     )
 }
 
+/// Extra writes committed with a decision.
+type Writes = Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>;
+
 /// A decision ready to be committed.
 struct Decided {
     outcome: Outcome,
     session: Option<(i64, AuthKey)>,
     audit: audit::Entry,
     /// Extra writes in the same transaction (session changes, nonce, spend).
-    writes: Option<Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>>,
+    writes: Option<Writes>,
 }
 
 impl Decided {
@@ -868,7 +871,7 @@ async fn auth(svc: &Service, keys: &AccountKeys, inc: &Incoming, r: &RelayedAuth
     } else {
         "stored"
     };
-    let writes: Box<dyn FnOnce(&Connection) -> store::Result<()> + Send> = match session_id {
+    let writes: Writes = match session_id {
         Some(id) if !creating => Box::new(move |c| sessions::touch(c, id, expire)),
         Some(id) => Box::new(move |c| {
             // Re-enrolled expired session: extend it.
@@ -1107,11 +1110,8 @@ async fn sign(
     let ops_json = Value::Array(data.ops.clone()).to_string();
     e.ops_digest = audit::digest(&ops_json);
     let fail = |e: audit::Entry, decision: &str, rule: &str, m: String, nonce: Option<i64>| {
-        let writes: Option<Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>> =
-            nonce.map(|n| {
-                Box::new(move |c: &Connection| sessions::record_nonce(c, id, n))
-                    as Box<dyn FnOnce(&Connection) -> store::Result<()> + Send>
-            });
+        let writes: Option<Writes> = nonce
+            .map(|n| Box::new(move |c: &Connection| sessions::record_nonce(c, id, n)) as Writes);
         Decided {
             outcome: encrypted_error(&m, &key),
             session: Some((id, key.clone())),

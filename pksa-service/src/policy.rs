@@ -215,13 +215,13 @@ impl PolicyConfig {
                     ));
                 }
             }
-            if let Some([lo, hi]) = r.vote_weight {
-                if lo > hi || lo < -10000 || hi > 10000 {
-                    return Err((
-                        at("vote_weight"),
-                        "must be [min, max] within -10000..10000".into(),
-                    ));
-                }
+            if let Some([lo, hi]) = r.vote_weight
+                && (lo > hi || lo < -10000 || hi > 10000)
+            {
+                return Err((
+                    at("vote_weight"),
+                    "must be [min, max] within -10000..10000".into(),
+                ));
             }
         }
         Ok(())
@@ -267,13 +267,13 @@ impl PolicyConfig {
         if broadcast && rule.broadcast == Some(false) {
             return Decision::deny(id, "broadcasting is not allowed");
         }
-        if let Some(max) = rule.max_ops {
-            if ops.len() > max {
-                return Decision::deny(
-                    id,
-                    format!("{} operations exceed the maximum of {max}", ops.len()),
-                );
-            }
+        if let Some(max) = rule.max_ops
+            && ops.len() > max
+        {
+            return Decision::deny(
+                id,
+                format!("{} operations exceed the maximum of {max}", ops.len()),
+            );
         }
         let roles = rule.roles();
         for (_, level) in &required.accounts {
@@ -320,31 +320,32 @@ impl PolicyConfig {
                     }
                 }
                 Operation::Vote(v) => {
-                    if let Some([lo, hi]) = rule.vote_weight {
-                        if v.weight < lo || v.weight > hi {
-                            return Decision::deny(
-                                id,
-                                format!("vote weight {} is outside [{lo}, {hi}]", v.weight),
-                            );
-                        }
+                    if let Some([lo, hi]) = rule.vote_weight
+                        && (v.weight < lo || v.weight > hi)
+                    {
+                        return Decision::deny(
+                            id,
+                            format!("vote weight {} is outside [{lo}, {hi}]", v.weight),
+                        );
                     }
                 }
                 _ => {}
             }
             if let Some((to, amount)) = outflow(op) {
-                if let Some(to) = to {
-                    if !any_glob(&rule.transfer_to, to) {
-                        return Decision::deny(id, format!("recipient {to} is not allowed"));
-                    }
+                if let Some(to) = to
+                    && !any_glob(&rule.transfer_to, to)
+                {
+                    return Decision::deny(id, format!("recipient {to} is not allowed"));
                 }
                 for m in rule.max_transfer.iter().flatten() {
-                    if let Ok(max) = parse_symbol_amount(m) {
-                        if max.symbol == amount.symbol && amount.amount > max.amount {
-                            return Decision::deny(
-                                id,
-                                format!("{amount} exceeds the per-transfer maximum {max}"),
-                            );
-                        }
+                    if let Ok(max) = parse_symbol_amount(m)
+                        && max.symbol == amount.symbol
+                        && amount.amount > max.amount
+                    {
+                        return Decision::deny(
+                            id,
+                            format!("{amount} exceeds the per-transfer maximum {max}"),
+                        );
                     }
                 }
                 *totals.entry(amount.symbol).or_insert(0) += amount.amount.max(0);

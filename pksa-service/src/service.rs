@@ -296,10 +296,10 @@ impl Service {
 
     /// The head block for TaPoS, from a cache younger than a second or from the node.
     pub async fn head_block(&self) -> Result<hive_chain::HeadBlock, hive_chain::rpc::RpcError> {
-        if let Some((h, at)) = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Ok(h);
-            }
+        if let Some((h, at)) = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(h);
         }
         let h = self.rpc.head_block().await?;
         *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.clone(), Instant::now()));

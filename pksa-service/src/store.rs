@@ -603,6 +603,9 @@ pub mod answers {
 pub mod enrollments {
     use super::*;
 
+    /// An open window: (id, account, app, until).
+    pub type Window = (i64, String, Option<String>, i64);
+
     /// Opens a window for `account` (and optionally one app) until `until` (ms).
     pub fn open(conn: &Connection, account: &str, app: Option<&str>, until: i64) -> Result<i64> {
         conn.execute(
@@ -623,10 +626,7 @@ pub mod enrollments {
     }
 
     /// Windows still open: (id, account, app, until).
-    pub fn list_open(
-        conn: &Connection,
-        now: i64,
-    ) -> Result<Vec<(i64, String, Option<String>, i64)>> {
+    pub fn list_open(conn: &Connection, now: i64) -> Result<Vec<Window>> {
         let mut stmt = conn.prepare(
             "SELECT id, account, app, until FROM enrollments WHERE until > ?1 ORDER BY until",
         )?;
