@@ -133,6 +133,8 @@ impl CachedSession {
 struct CachedAccount {
     sessions: Vec<CachedSession>,
     loaded: Option<Instant>,
+    /// SQLite `data_version` when loaded: it changes when another process (the CLI) commits.
+    version: i64,
 }
 
 /// Everything the handlers share.
@@ -225,10 +227,13 @@ impl Service {
         let acct = account.to_owned();
         match self
             .store
-            .call(move |c| sessions::live_with_keys(c, &sealer, &acct, now_ms()))
+            .call(move |c| {
+                let v = crate::store::data_version(c)?;
+                Ok((sessions::live_with_keys(c, &sealer, &acct, now_ms())?, v))
+            })
             .await
         {
-            Ok(rows) => {
+            Ok((rows, version)) => {
                 let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 let old = cache
                     .remove(account)
@@ -258,6 +263,7 @@ impl Service {
                     CachedAccount {
                         sessions,
                         loaded: Some(Instant::now()),
+                        version,
                     },
                 );
             }
@@ -265,15 +271,27 @@ impl Service {
         }
     }
 
-    /// Live sessions of an account (cached; reloaded from the store when `refresh` and the
-    /// cache is older than 1 s). A reload keeps the nonce counters of known sessions.
+    /// Live sessions of an account (cached). With `refresh` (no cached session matched),
+    /// the cache is reloaded if another process changed the store since it was loaded (a
+    /// session created or revoked by the CLI) or if it is older than 10 s.
     pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<CachedSession> {
-        let stale = {
+        let (loaded, version) = {
             let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(account).and_then(|c| c.loaded) {
-                None => true,
-                Some(at) => refresh && at.elapsed() > Duration::from_secs(1),
-            }
+            cache
+                .get(account)
+                .map(|c| (c.loaded, c.version))
+                .unwrap_or((None, 0))
+        };
+        let stale = match loaded {
+            None => true,
+            Some(_) if !refresh => false,
+            Some(at) if at.elapsed() > Duration::from_secs(10) => true,
+            Some(_) => self
+                .store
+                .call(crate::store::data_version)
+                .await
+                .map(|v| v != version)
+                .unwrap_or(true),
         };
         if stale {
             self.refresh_sessions_now(account).await;
@@ -329,6 +347,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     has_protocol::validate::init().map_err(anyhow::Error::msg)?;
+    // Warm the session cache so the first requests already reserve nonces in arrival order.
+    let accounts: Vec<String> = svc.keys.accounts().keys().cloned().collect();
+    for account in accounts {
+        svc.refresh_sessions_now(&account).await;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (url, status) in svc.servers.clone() {
         let svc = svc.clone();

@@ -354,6 +354,11 @@ impl Store {
     }
 }
 
+/// SQLite's `data_version`: changes when another connection (another process) commits.
+pub fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

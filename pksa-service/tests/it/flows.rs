@@ -1,0 +1,419 @@
+//! Every flow over loopback: auth (secret, enrollment, renewal, operator sessions), sign
+//! (broadcast, sign-only, policy, nonces, spend limits across restarts), challenge, re-delivery.
+
+use has_client::{AuthMode, ClientError, SignResult};
+use has_crypto::{PublicKey, Signature};
+use has_protocol::messages::*;
+use has_protocol::payloads::*;
+use has_protocol::{AuthKey, Encrypted, KeyType, RelayToPksa, RequestId, UnixMillis};
+use pksa_service::policy::PolicyConfig;
+use pksa_service::store::{now_ms, sessions};
+use serde_json::json;
+
+use crate::env::*;
+
+#[tokio::test]
+async fn auth_with_secret_challenge_and_renewal() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let spec = ChallengeSpec {
+        key_type: KeyType::Posting,
+        challenge: "login:alice:1".into(),
+    };
+    let s = client
+        .authenticate(
+            "alice",
+            Env::app("game"),
+            Some(spec),
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.pubkey.as_deref(),
+        Some(env.alice.keys[1].public_key().to_string().as_str())
+    );
+    assert!(s.token.is_some(), "a 0.8 token is returned");
+    let first = s.expire;
+    // Re-authentication with the same key renews, never beyond the maximum.
+    let again = client
+        .authenticate(
+            "alice",
+            Env::app("game"),
+            None,
+            AuthMode::ExistingKey(s.auth_key.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(again.expire >= first);
+    let max = env
+        .svc
+        .store
+        .call(|c| sessions::list(c, Some("alice")))
+        .await
+        .unwrap()[0]
+        .max_expire;
+    assert!(again.expire.0 as i64 <= max);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn no_enrollment_window_means_no_new_session() {
+    let env = Builder {
+        enroll: false,
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let client = env.client().await;
+    let e = client
+        .authenticate(
+            "alice",
+            Env::app("game"),
+            None,
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    // The window opens (as `pksa-service enroll` does): now it works.
+    cli_store(env.dir.path())
+        .call(|c| {
+            pksa_service::store::enrollments::open(c, "alice", Some("game"), now_ms() + 60_000)
+        })
+        .await
+        .unwrap();
+    let other = client
+        .authenticate(
+            "alice",
+            Env::app("other"),
+            None,
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await;
+    assert!(other.is_err(), "the window is for the app game only");
+    client
+        .authenticate(
+            "alice",
+            Env::app("game"),
+            None,
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await
+        .unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn operator_session_signs_without_authentication_and_revocation_stops_it() {
+    let env = Builder {
+        enroll: false,
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let key = AuthKey::generate();
+    let exp = now_ms() + 86_400_000;
+    let id = create_session(env.dir.path(), "alice", "bot", &key, exp).await;
+    let client = env.client().await;
+    let session = has_client::Session::new(
+        "alice".parse().unwrap(),
+        key.clone(),
+        UnixMillis(exp as u64),
+        None,
+        None,
+    );
+    let r = client
+        .sign(&session, vec![vote("alice", "op")], KeyType::Posting, true)
+        .await
+        .unwrap();
+    assert!(matches!(r, SignResult::Broadcast { .. }));
+    assert_eq!(env.node.recorded().len(), 1);
+    cli_store(env.dir.path())
+        .call(move |c| sessions::revoke(c, id))
+        .await
+        .unwrap();
+    // The revocation reaches the running service through the store.
+    let e = client
+        .sign(&session, vec![vote("alice", "op2")], KeyType::Posting, true)
+        .await;
+    assert!(e.is_err(), "{e:?}");
+    assert_eq!(env.node.recorded().len(), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn sign_broadcast_and_sign_only_are_verified_on_chain() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let s = env.auth(&client, "game").await;
+    match client
+        .sign(&s, vec![vote("alice", "a")], KeyType::Posting, true)
+        .await
+        .unwrap()
+    {
+        SignResult::Broadcast { tx_id, .. } => assert_eq!(env.node.recorded()[0].id, tx_id),
+        other => panic!("{other:?}"),
+    }
+    match client
+        .sign(&s, vec![vote("alice", "b")], KeyType::Posting, false)
+        .await
+        .unwrap()
+    {
+        SignResult::Signed {
+            transaction,
+            signers,
+            ..
+        } => {
+            assert_eq!(signers, vec![*env.alice.keys[1].public_key()]);
+            // The node accepts the returned transaction as is.
+            let rpc = pksa_service::service::rpc_client(vec![env.node_url.clone()]).unwrap();
+            rpc.broadcast(&transaction).await.unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(env.node.recorded().len(), 2);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn policy_denies_active_by_default_and_allows_by_rule_with_persisted_spend_limit() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let s = env.auth(&client, "bank").await;
+    let transfer =
+        |amt: &str| json!(["transfer", {"from": "alice", "to": "bob", "amount": amt, "memo": ""}]);
+    let e = client
+        .sign(&s, vec![transfer("1.000 HIVE")], KeyType::Active, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    // Now a rule: transfers to bob, 2 HIVE per 24 h.
+    let policy: PolicyConfig = toml::from_str(
+        r#"
+        [[rules]]
+        id = "bank"
+        apps = ["bank"]
+        allowed_ops = ["transfer"]
+        key_roles = ["active"]
+        transfer_to = ["bob"]
+        spend_limits = [{ max = "2.000 HIVE", window_hours = 24 }]
+    "#,
+    )
+    .unwrap();
+    let mut settings = default_settings(&env.secret);
+    settings.policy = policy.clone();
+    env.svc.set_settings(settings.clone());
+    client
+        .sign(&s, vec![transfer("1.500 HIVE")], KeyType::Active, true)
+        .await
+        .unwrap();
+    let e = client
+        .sign(&s, vec![transfer("1.000 HIVE")], KeyType::Active, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    // Restart the service on the same state: the window remembers what was spent.
+    let dir = env.stop().await;
+    let env2 = Builder {
+        dir: Some(dir),
+        settings: Some(settings),
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let client2 = env2.client().await;
+    let s2 = env2.auth(&client2, "bank").await;
+    let e = client2
+        .sign(&s2, vec![transfer("0.600 HIVE")], KeyType::Active, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    client2
+        .sign(&s2, vec![transfer("0.500 HIVE")], KeyType::Active, true)
+        .await
+        .unwrap();
+    let audit = env2
+        .svc
+        .store
+        .call(pksa_service::audit::verify)
+        .await
+        .unwrap();
+    assert!(matches!(audit, pksa_service::audit::Verdict::Intact { .. }));
+    env2.stop().await;
+}
+
+#[tokio::test]
+async fn nonces_are_strict_and_concurrent_requests_keep_their_order() {
+    let env = Builder::default().start().await;
+    let client = std::sync::Arc::new(env.client().await);
+    let s = std::sync::Arc::new(env.auth(&client, "game").await);
+    client
+        .sign(&s, vec![vote("alice", "n1")], KeyType::Posting, false)
+        .await
+        .unwrap();
+    let replay = UnixMillis(s.last_nonce().0);
+    let e = client
+        .sign_with_nonce(
+            &s,
+            vec![vote("alice", "n2")],
+            KeyType::Posting,
+            false,
+            replay,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Failed { message, .. } if message.contains("already used")),
+        "{e}"
+    );
+    // 200 concurrent requests over one session: all accepted, in order.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (c, s) = (client.clone(), s.clone());
+        tasks.spawn(async move {
+            c.challenge(&s, KeyType::Posting, &format!("c{i}"), false)
+                .await
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+        ok += 1;
+    }
+    assert_eq!(ok, 200);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn challenges_sign_and_decrypt_only_when_allowed() {
+    let mut settings = default_settings(&has_protocol::AuthReqSecret::new(
+        "e2e-secret-0123456789abcdef",
+    ));
+    settings.challenge_decrypt = true;
+    settings.policy = toml::from_str(
+        "[[rules]]\nid = \"memo\"\nmemo_decrypt = true\nchallenge_roles = [\"memo\", \"posting\"]",
+    )
+    .unwrap();
+    let env = Builder {
+        settings: Some(settings),
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let client = env.client().await;
+    let s = env.auth(&client, "game").await;
+    let c = client
+        .challenge(&s, KeyType::Posting, "sign me", false)
+        .await
+        .unwrap();
+    let sig = Signature::from_hex(&c.challenge).unwrap();
+    assert_eq!(
+        sig.recover_buffer(b"sign me").unwrap(),
+        c.pubkey.parse::<PublicKey>().unwrap()
+    );
+    // hive-js-identical bytes.
+    assert_eq!(
+        c.challenge,
+        env.alice.keys[1].sign_buffer(b"sign me").to_hex()
+    );
+    let sender = has_crypto::PrivateKey::from_seed(b"someone").unwrap();
+    let memo = has_crypto::memo::encode_with_nonce(
+        &sender,
+        env.alice.keys[0].public_key(),
+        "#the secret",
+        5,
+    );
+    let d = client
+        .challenge(&s, KeyType::Memo, &memo, true)
+        .await
+        .unwrap();
+    assert_eq!(d.challenge, "#the secret");
+    let e = client
+        .challenge(&s, KeyType::Active, "x", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Refused { .. }), "{e}");
+    env.stop().await;
+}
+
+/// A request delivered twice (same uuid), and the same request through a second server
+/// (another uuid): decided once, one broadcast, every delivery answered identically.
+#[tokio::test]
+async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
+    let fake1 = FakeRelay::bind().await;
+    let fake2 = FakeRelay::bind().await;
+    let env_builder = Builder {
+        extra_servers: vec![],
+        ..Default::default()
+    };
+    // The service talks only to the two fake relays here.
+    let dir = tempfile::tempdir().unwrap();
+    let alice = TestAccount::new("alice");
+    let node =
+        hive_chain::dryrun::DryRunNode::new(hive_chain::ChainId::MAINNET, vec![alice.account()]);
+    let (node_url, _) = hive_chain::dryrun::spawn(node.clone(), 0).await.unwrap();
+    let svc = build_service(
+        dir.path(),
+        &alice,
+        &env_builder.keystore_accounts,
+        &node_url,
+        &fake1.url,
+        std::slice::from_ref(&fake2.url),
+        default_settings(&has_protocol::AuthReqSecret::new(
+            "e2e-secret-0123456789abcdef",
+        )),
+    )
+    .await;
+    let key = AuthKey::generate();
+    let (k2, sealer) = (key.clone(), svc.store.sealer().clone());
+    let exp = now_ms() + 86_400_000;
+    svc.store
+        .call(move |c| {
+            sessions::insert(
+                c, &sealer, "alice", "bot", &k2, exp, exp, "operator", None, 0,
+            )
+        })
+        .await
+        .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(pksa_service::service::run(svc.clone(), None, rx));
+    let mut c1 = fake1.accept(1.0, 1).await;
+    let mut c2 = fake2.accept(1.0, 1).await;
+
+    let data = SignReqData {
+        key_type: KeyType::Posting,
+        ops: vec![vote("alice", "once")],
+        broadcast: true,
+        nonce: Some(UnixMillis(now_ms() as u64)),
+    };
+    let enc = Encrypted::encrypt(&data, &key);
+    let relayed = |uuid: &str| {
+        encode(&RelayToPksa::SignReq(RelayedSignReq {
+            account: "alice".parse().unwrap(),
+            data: enc.clone(),
+            uuid: RequestId::try_from(uuid.to_owned()).unwrap(),
+            expire: UnixMillis(now_ms() as u64 + 60_000),
+            token: None,
+        }))
+    };
+    c1.send(relayed("u-1")).await;
+    let a1 = c1.recv().await.unwrap();
+    assert_eq!(a1["cmd"], "sign_ack");
+    assert_eq!(
+        a1["broadcast"], true,
+        "broadcast comes from the decrypted request (reference bug 7.2.1)"
+    );
+    c1.check_pok(&a1, &alice);
+    c1.send(relayed("u-1")).await; // re-delivered
+    let a2 = c1.recv().await.unwrap();
+    c2.send(relayed("u-2")).await; // the same request through the other server
+    let a3 = c2.recv().await.unwrap();
+    assert_eq!(a2["data"], a1["data"]);
+    assert_eq!(a3["data"], a1["data"]);
+    assert_eq!(a3["uuid"], "u-2");
+    c2.check_pok(&a3, &alice);
+    assert_eq!(node.recorded().len(), 1, "one signature, one broadcast");
+    let _ = stop.send(true);
+    let _ = task.await;
+}
