@@ -32,6 +32,9 @@ pub mod rpc;
 #[cfg(feature = "dry-run")]
 pub mod dryrun;
 
+#[cfg(feature = "arbitrary")]
+pub mod arb;
+
 pub use error::{Error, Result};
 pub use ops::{Level, Operation, Required};
 pub use tx::{ChainId, HeadBlock, RequiredAuthorities, SignedTransaction, Transaction};

@@ -207,3 +207,98 @@ pub fn crypto(count: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask interop chain`: random valid operations (the proptest strategies of
+/// hive-chain) serialized by Rust and by dhive in the same run; transactions' digests,
+/// ids and signatures too.
+pub fn chain(count: usize) -> Result<()> {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::default();
+    let strategy = hive_chain::arb::operation_json();
+    let mut ops = vec![];
+    let mut txs = vec![];
+    let key = PrivateKey::generate();
+    for i in 0..count {
+        let json = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .current();
+        let op = hive_chain::Operation::from_json(json.clone(), 0)?;
+        ops.push(serde_json::json!({"op": op.to_json()?, "rust_hex": hex::encode(op.to_bytes()?)}));
+        if i % 10 == 0 {
+            let tx = hive_chain::Transaction {
+                ref_block_num: (i % 65536) as u16,
+                ref_block_prefix: (i as u32).wrapping_mul(2654435761),
+                expiration: hive_chain::TimePointSec(1_700_000_000 + i as u32),
+                operations: vec![op],
+                extensions: Default::default(),
+            };
+            let chain = hive_chain::ChainId::MAINNET;
+            let signed = tx.clone().sign(&chain, &[&key])?;
+            let mut tx_json = serde_json::to_value(&tx)?;
+            if let Some(o) = tx_json.as_object_mut() {
+                o.insert("extensions".into(), serde_json::json!([]));
+            }
+            txs.push(serde_json::json!({
+                "tx": tx_json, "chain_id": chain.to_hex(), "wif": key.to_wif().expose_secret(),
+                "rust_digest": hex::encode(tx.digest(&chain)?), "rust_id": tx.id()?,
+                "rust_signature": signed.signatures.first().map(|s| s.0.to_hex()),
+            }));
+        }
+    }
+    let dir = crate::js::scratch();
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("interop_chain_in.json");
+    let output = dir.join("interop_chain_out.json");
+    std::fs::write(
+        &input,
+        serde_json::to_vec(&serde_json::json!({"ops": ops, "txs": txs}))?,
+    )?;
+    crate::js::node(
+        "interop_chain.js",
+        &[&input.to_string_lossy(), &output.to_string_lossy()],
+    )?;
+    let result: Value = serde_json::from_slice(&std::fs::read(&output)?)?;
+    let checked = result
+        .get("checked")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mismatches = result
+        .get("mismatches")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut bad: BTreeMap<String, u64> = BTreeMap::new();
+    for m in &mismatches {
+        *bad.entry(
+            m.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned(),
+        )
+        .or_default() += 1;
+    }
+    println!("{:<36} {:>8} {:>10}", "check", "cases", "mismatches");
+    let mut total = (0, 0);
+    for (k, n) in &checked {
+        let n = n.as_u64().unwrap_or(0);
+        let b = bad.get(k).copied().unwrap_or(0);
+        println!("{k:<36} {n:>8} {b:>10}");
+        total.0 += n;
+        total.1 += b;
+    }
+    println!("{:<36} {:>8} {:>10}", "total", total.0, total.1);
+    for m in mismatches.iter().take(5) {
+        eprintln!("mismatch: {m}");
+    }
+    if total.1 > 0 {
+        bail!(
+            "interop chain: {} mismatches out of {} checks",
+            total.1,
+            total.0
+        );
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! * `ci`: everything CI runs (fmt, clippy, tests, docs, interop, fuzz smoke, bench build).
 //! * `vectors`: regenerate the test vectors from the pinned JS libraries.
 //! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
-//! * `interop crypto [--count N]`: live cross-check against the JS libraries.
+//! * `interop <crypto|chain> [--count N]`: live cross-check against the JS libraries.
 //! * `bench crypto`: criterion benches and the same operations in Node, side by side.
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
 
@@ -19,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop crypto [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -47,6 +47,13 @@ fn run() -> Result<()> {
                     .transpose()?
                     .unwrap_or(200);
                 interop::crypto(count)
+            }
+            Some("chain") => {
+                let count = flag(&args, "--count")
+                    .map(|c| c.parse())
+                    .transpose()?
+                    .unwrap_or(500);
+                interop::chain(count)
             }
             _ => bail!("{USAGE}"),
         },
@@ -81,10 +88,15 @@ pub fn sh(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
 }
 
 fn vectors() -> Result<()> {
-    let out = js::root().join("has-crypto").join("tests").join("vectors");
-    let out_s = out.to_string_lossy().into_owned();
-    let printed = js::node("crypto_vectors.js", &[&out_s])?;
-    print!("{printed}");
+    for (script, krate) in [
+        ("crypto_vectors.js", "has-crypto"),
+        ("chain_vectors.js", "hive-chain"),
+    ] {
+        let out = js::root().join(krate).join("tests").join("vectors");
+        let out_s = out.to_string_lossy().into_owned();
+        let printed = js::node(script, &[&out_s])?;
+        print!("{printed}");
+    }
     Ok(())
 }
 
@@ -155,6 +167,7 @@ fn ci(args: &[String]) -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     interop::crypto(200)?;
+    interop::chain(500)?;
     sh("cargo", &["bench", "--workspace", "--no-run"], &[])?;
     if !skip_fuzz {
         fuzz_smoke(5)?;

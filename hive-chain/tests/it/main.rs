@@ -10,4 +10,5 @@
 )]
 
 mod node;
+mod props;
 mod vectors;
