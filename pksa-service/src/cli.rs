@@ -163,7 +163,7 @@ pub enum PolicyCmd {
         #[arg(long, default_value = "?")]
         app: String,
     },
-    /// Validate a policy file (TOML with [[rules]]) and print its hash.
+    /// Validate a policy file (TOML with `[[rules]]`) and print its hash.
     Validate {
         /// Policy file.
         file: PathBuf,

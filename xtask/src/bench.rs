@@ -47,14 +47,28 @@ const CRYPTO: &[(&str, Option<f64>)] = &[
 ];
 
 pub fn crypto() -> Result<()> {
+    compare("has-crypto", "crypto", "bench_crypto.js", CRYPTO)
+}
+
+/// (id, target) of the chain benches: ≥ 10× dhive.
+const CHAIN: &[(&str, Option<f64>)] = &[
+    ("tx3_parse_serialize", None),
+    ("tx3_parse_serialize_sign", None),
+];
+
+pub fn chain() -> Result<()> {
+    compare("hive-chain", "chain", "bench_chain.js", CHAIN)
+}
+
+fn compare(krate: &str, bench: &str, script: &str, ids: &[(&str, Option<f64>)]) -> Result<()> {
     crate::sh(
         "cargo",
         &[
             "bench",
             "-p",
-            "has-crypto",
+            krate,
             "--bench",
-            "crypto",
+            bench,
             "--",
             "--warm-up-time",
             "1",
@@ -63,7 +77,7 @@ pub fn crypto() -> Result<()> {
         ],
         &[],
     )?;
-    let js_out = js::node("bench_crypto.js", &["1500"])?;
+    let js_out = js::node(script, &["1500"])?;
     let js_medians: Value =
         serde_json::from_str(js_out.trim()).context("parsing JS bench output")?;
     println!(
@@ -72,7 +86,7 @@ pub fn crypto() -> Result<()> {
     );
     let mut rows = vec![];
     let mut all_ok = true;
-    for (id, target) in CRYPTO {
+    for (id, target) in ids {
         let rust = criterion_median(id)?;
         let jsv = js_medians.get(*id).and_then(Value::as_f64);
         let ratio = jsv.map(|j| j / rust);
@@ -96,7 +110,7 @@ pub fn crypto() -> Result<()> {
     }
     println!(
         "{}",
-        json!({"bench": "crypto", "rows": rows, "all_targets_met": all_ok})
+        json!({"bench": bench, "rows": rows, "all_targets_met": all_ok})
     );
     Ok(())
 }

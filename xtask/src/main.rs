@@ -19,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench crypto | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench <crypto|chain> | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -59,6 +59,7 @@ fn run() -> Result<()> {
         },
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("crypto") => bench::crypto(),
+            Some("chain") => bench::chain(),
             _ => bail!("{USAGE}"),
         },
         Some("fuzz-smoke") => {
@@ -101,6 +102,7 @@ fn vectors() -> Result<()> {
 }
 
 pub const FUZZ_TARGETS: &[&str] = &[
+    "ops_json",
     "decrypt",
     "memo_decode",
     "wif_parse",
