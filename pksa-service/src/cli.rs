@@ -74,6 +74,8 @@ pub enum Command {
     /// The audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Ask the running service (pid file next to the state) to reload config and policy.
+    Reload,
 }
 
 /// Sandbox flags.
@@ -94,6 +96,18 @@ pub struct SandboxArgs {
     /// Keep the sandbox state in this directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Account name (default: random).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Account password for login-derived keys (default: random).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Register on this external relay (which must know the account) instead of starting one.
+    #[arg(long)]
+    pub relay: Option<String>,
+    /// Prometheus metrics and health on this address.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `keys` subcommands.
@@ -323,6 +337,29 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Import { storage, keys }) => crate::import::run(&cli.config, &storage, &keys),
         Some(Command::Policy(p)) => policy(&cli.config, p),
         Some(Command::Audit(a)) => audit(&cli.config, a),
+        Some(Command::Reload) => {
+            let config = load_config(&cli.config)?;
+            // Validate first: a bad file is reported here and not sent.
+            let pid_file = config.state.with_extension("pid");
+            let pid = std::fs::read_to_string(&pid_file).map_err(|e| {
+                anyhow::anyhow!("{}: {e} (is the service running?)", pid_file.display())
+            })?;
+            let pid = pid.trim();
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                anyhow::bail!("{} does not hold a pid", pid_file.display());
+            }
+            let st = std::process::Command::new("kill")
+                .args(["-HUP", pid])
+                .status()?;
+            if !st.success() {
+                anyhow::bail!("could not signal process {pid}");
+            }
+            println!(
+                "sent SIGHUP to {pid}; policy hash {}",
+                crate::policy::hash(&config.policy)
+            );
+            Ok(())
+        }
     }
 }
 
@@ -334,7 +371,10 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
         port: a.port,
         hive_port: a.hive_port,
         dir: a.dir,
-        metrics: None,
+        metrics: a.metrics,
+        account: a.account,
+        password: a.password,
+        relay: a.relay,
     })
     .await?;
     if a.json {
@@ -396,9 +436,12 @@ async fn run(path: &Path, json_logs: bool, log_payloads: bool) -> anyhow::Result
         shutdown_signal().await;
         let _ = stop.send(true);
     });
+    let pid_file = config.state.with_extension("pid");
+    std::fs::write(&pid_file, std::process::id().to_string())?;
     tracing::info!(
         accounts = svc.keys.accounts().len(),
         servers = config.has_servers.len(),
+        policy_hash = %crate::policy::hash(&config.policy),
         "pksa-service starting"
     );
     let r = service::run(svc, config.metrics_listen, rx).await;

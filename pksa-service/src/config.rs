@@ -141,6 +141,7 @@ struct Raw {
     metrics_listen: Option<String>,
     #[serde(default)]
     policy: PolicyConfig,
+    policy_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,9 +339,34 @@ impl Config {
                 })
             })
             .transpose()?;
-        raw.policy
-            .validate()
-            .map_err(|(field, message)| err(&format!("policy.{field}"), message))?;
+        let policy = match raw.policy_file {
+            Some(pf) => {
+                if !raw.policy.rules.is_empty() {
+                    return Err(err(
+                        "policy_file",
+                        "give rules either in [policy] or in policy_file, not both".into(),
+                    ));
+                }
+                let p = rel(pf);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| err("policy_file", format!("{}: {e}", p.display())))?;
+                let pol: PolicyConfig = toml::from_str(&text)
+                    .map_err(|e| err("policy_file", format!("{}: {}", p.display(), e.message())))?;
+                pol.validate().map_err(|(field, message)| {
+                    err(
+                        "policy_file",
+                        format!("{}: {field}: {message}", p.display()),
+                    )
+                })?;
+                pol
+            }
+            None => {
+                raw.policy
+                    .validate()
+                    .map_err(|(field, message)| err(&format!("policy.{field}"), message))?;
+                raw.policy
+            }
+        };
         Ok(Config {
             pksa_name,
             has_servers,
@@ -362,7 +388,7 @@ impl Config {
                 payloads: raw.log.payloads.unwrap_or(false),
             },
             metrics_listen,
-            policy: raw.policy,
+            policy,
             source: path.to_path_buf(),
         })
     }
@@ -421,9 +447,18 @@ format = "human"   # or "json"
 payloads = false   # true logs encrypted payloads in full
 
 # Policy: default deny for anything dangerous. Posting operations are approved, active ones
-# only when a rule names them, owner authority never.
+# only when a rule names them, owner authority never. Rules go below or in a separate file:
+# policy_file = "policy.toml"   (the same [[rules]] tables at top level)
 [policy]
-# allowed_ops = ["vote", "comment", "custom_json", "claim_reward_balance"]
+# [[policy.rules]]
+# id = "game-bot"
+# apps = ["my-game*"]
+# allowed_ops = ["custom_json", "transfer"]
+# key_roles = ["posting", "active"]
+# custom_json_ids = ["my-game-*"]
+# transfer_to = ["my-game-bank"]
+# max_transfer = ["10.000 HIVE"]
+# spend_limits = [{ max = "100.000 HIVE", window_hours = 24 }]
 "#;
 
 #[cfg(test)]

@@ -184,29 +184,13 @@ pub enum Resolved<T> {
     NotOurs,
 }
 
-fn try_sessions<T: Payload>(sessions: Vec<CachedSession>, data: &Encrypted<T>) -> Resolved<T> {
-    for session in sessions {
-        match data.decrypt(&session.key) {
-            Ok(payload) => return Resolved::Found { session, payload },
-            Err(PayloadError::Invalid(message)) => {
-                return Resolved::Invalid {
-                    id: session.id,
-                    key: session.key,
-                    message,
-                };
-            }
-            Err(_) => continue,
-        }
-    }
-    Resolved::NotOurs
-}
-
 /// Finds the session whose key decrypts `data` (strict decryption: no false positives).
 async fn resolve<T: Payload>(svc: &Service, account: &str, data: &Encrypted<T>) -> Resolved<T> {
     for refresh in [false, true] {
-        match try_sessions(svc.session_keys(account, refresh).await, data) {
-            Resolved::NotOurs => continue,
-            found => return found,
+        svc.ensure_sessions(account, refresh).await;
+        match svc.find_session(account, data) {
+            Some(Resolved::NotOurs) | None => continue,
+            Some(found) => return found,
         }
     }
     Resolved::NotOurs
@@ -249,7 +233,7 @@ impl HasNonce for ChallengeReqData {
 pub fn preflight(svc: &Service, req: &RelayToPksa) -> Option<Preflight> {
     match req {
         RelayToPksa::SignReq(r) => {
-            let resolved = try_sessions(svc.cached_sessions(r.account.as_str())?, &r.data);
+            let resolved = svc.find_session(r.account.as_str(), &r.data)?;
             if matches!(resolved, Resolved::NotOurs) {
                 return None;
             }
@@ -257,7 +241,7 @@ pub fn preflight(svc: &Service, req: &RelayToPksa) -> Option<Preflight> {
             Some(Preflight::Sign(resolved, reserved))
         }
         RelayToPksa::ChallengeReq(r) => {
-            let resolved = try_sessions(svc.cached_sessions(r.account.as_str())?, &r.data);
+            let resolved = svc.find_session(r.account.as_str(), &r.data)?;
             if matches!(resolved, Resolved::NotOurs) {
                 return None;
             }

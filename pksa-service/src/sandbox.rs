@@ -34,6 +34,12 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Metrics/health listener.
     pub metrics: Option<SocketAddr>,
+    /// Use this account name instead of a random one.
+    pub account: Option<String>,
+    /// Use this password (login-derived keys) instead of a random one.
+    pub password: Option<String>,
+    /// Register on this external relay instead of starting one (it must know the account).
+    pub relay: Option<String>,
 }
 
 /// A running sandbox.
@@ -88,8 +94,15 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
             (Some(t), p)
         }
     };
-    let account = format!("sandbox-{}", random_suffix());
-    let password = format!("P{}", uuid::Uuid::new_v4().simple());
+    let account = opts
+        .account
+        .clone()
+        .unwrap_or_else(|| format!("sandbox-{}", random_suffix()));
+    has_protocol::AccountName::new(&account).map_err(anyhow::Error::msg)?;
+    let password = opts
+        .password
+        .clone()
+        .unwrap_or_else(|| format!("P{}", uuid::Uuid::new_v4().simple()));
     let keys: Vec<PrivateKey> = KeyRole::ALL
         .iter()
         .map(|r| PrivateKey::from_login(&account, &password, *r))
@@ -118,8 +131,15 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     // Loopback development: no per-socket rate limit worth the name, room for load tests.
     relay_config.frames_per_second = 1_000_000;
     relay_config.max_pending_per_account = 100_000;
-    let relay =
-        has_relay::spawn(SocketAddr::from(([127, 0, 0, 1], opts.port)), relay_config).await?;
+    let (relay, relay_url) = match &opts.relay {
+        Some(url) => (None, url.clone()),
+        None => {
+            let r = has_relay::spawn(SocketAddr::from(([127, 0, 0, 1], opts.port)), relay_config)
+                .await?;
+            let url = r.url.clone();
+            (Some(r), url)
+        }
+    };
 
     // The service.
     let mut ks = KeyStore::new();
@@ -160,7 +180,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         rpc,
         ChainId::MAINNET,
         settings,
-        std::slice::from_ref(&relay.url),
+        std::slice::from_ref(&relay_url),
     );
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(service::run(svc.clone(), opts.metrics, stop_rx));
@@ -188,7 +208,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     .map(|(r, k)| (r.to_string(), k.public_key().to_string()))
     .collect();
     Ok(Sandbox {
-        relay_url: relay.url.clone(),
+        relay_url,
         hive_api_url,
         account,
         password,
@@ -196,7 +216,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         node,
         service: svc,
         public_keys,
-        relay: Some(relay),
+        relay,
         stop,
         task,
         _tmp: tmp,

@@ -271,10 +271,61 @@ impl Service {
         }
     }
 
+    /// Trial decryption over the cached sessions of an account, most recently used first; a
+    /// match moves to the front (an active app's session is found at the first try even
+    /// among thousands). None when the account's sessions are not loaded yet.
+    pub fn find_session<T: has_protocol::Payload>(
+        &self,
+        account: &str,
+        data: &has_protocol::Encrypted<T>,
+    ) -> Option<crate::handlers::Resolved<T>> {
+        use crate::handlers::Resolved;
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.get_mut(account).filter(|c| c.loaded.is_some())?;
+        for i in 0..entry.sessions.len() {
+            let Some(s) = entry.sessions.get(i) else {
+                break;
+            };
+            match data.decrypt(&s.key) {
+                Ok(payload) => {
+                    if let Some(prefix) = entry.sessions.get_mut(..=i) {
+                        prefix.rotate_right(1);
+                    }
+                    let session = entry.sessions.first()?.clone();
+                    return Some(Resolved::Found { session, payload });
+                }
+                Err(has_protocol::PayloadError::Invalid(message)) => {
+                    return Some(Resolved::Invalid {
+                        id: s.id,
+                        key: s.key.clone(),
+                        message,
+                    });
+                }
+                Err(_) => continue,
+            }
+        }
+        Some(Resolved::NotOurs)
+    }
+
+    /// Makes sure an account's sessions are loaded, reloading them when `refresh` and the
+    /// store changed (see [`Service::session_keys`]).
+    pub async fn ensure_sessions(&self, account: &str, refresh: bool) {
+        let _ = self.session_keys_inner(account, refresh, false).await;
+    }
+
     /// Live sessions of an account (cached). With `refresh` (no cached session matched),
     /// the cache is reloaded if another process changed the store since it was loaded (a
     /// session created or revoked by the CLI) or if it is older than 10 s.
     pub async fn session_keys(&self, account: &str, refresh: bool) -> Vec<CachedSession> {
+        self.session_keys_inner(account, refresh, true).await
+    }
+
+    async fn session_keys_inner(
+        &self,
+        account: &str,
+        refresh: bool,
+        clone: bool,
+    ) -> Vec<CachedSession> {
         let (loaded, version) = {
             let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             cache
@@ -295,6 +346,9 @@ impl Service {
         };
         if stale {
             self.refresh_sessions_now(account).await;
+        }
+        if !clone {
+            return vec![];
         }
         let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         cache

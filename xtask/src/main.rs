@@ -11,6 +11,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 mod bench;
+mod e2e;
 mod interop;
 mod js;
 mod schemas;
@@ -19,7 +20,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench <crypto|chain> | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench <crypto|chain|e2e> | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -60,6 +61,7 @@ fn run() -> Result<()> {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("crypto") => bench::crypto(),
             Some("chain") => bench::chain(),
+            Some("e2e") => e2e::run(),
             _ => bail!("{USAGE}"),
         },
         Some("fuzz-smoke") => {

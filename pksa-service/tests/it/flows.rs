@@ -417,3 +417,74 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
     let _ = stop.send(true);
     let _ = task.await;
 }
+
+/// SIGHUP / `pksa-service reload`: a bad file is refused and the old policy stays; a good
+/// one replaces it.
+#[tokio::test]
+async fn reload_keeps_the_old_config_on_error() {
+    let env = Builder::default().start().await;
+    let path = env.dir.path().join("pksa.toml");
+    let base = "has_servers = [\"ws://127.0.0.1:1\"]\nkeystore = \"k.age\"\nauth_req_secret = \"e2e-secret-0123456789abcdef\"\n";
+    std::fs::write(&path, format!("{base}[[policy.rules]]\nid = \"first\"\n")).unwrap();
+    pksa_service::cli::reload(&env.svc, &path);
+    assert_eq!(env.svc.settings().policy.rules[0].id, "first");
+    std::fs::write(
+        &path,
+        format!("{base}[[policy.rules]]\nid = \"second\"\nkey_roles = [\"owner\"]\n"),
+    )
+    .unwrap();
+    pksa_service::cli::reload(&env.svc, &path);
+    assert_eq!(
+        env.svc.settings().policy.rules[0].id,
+        "first",
+        "an invalid policy is refused"
+    );
+    std::fs::write(&path, "not toml [[[").unwrap();
+    pksa_service::cli::reload(&env.svc, &path);
+    assert_eq!(env.svc.settings().policy.rules[0].id, "first");
+    std::fs::write(&path, format!("{base}[[policy.rules]]\nid = \"third\"\n")).unwrap();
+    pksa_service::cli::reload(&env.svc, &path);
+    assert_eq!(env.svc.settings().policy.rules[0].id, "third");
+    env.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let s = env.auth(&client, "game").await;
+    client
+        .sign(&s, vec![vote("alice", "m")], KeyType::Posting, true)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(pksa_service::health::serve(listener, env.svc.clone(), rx));
+    let m = http_get(addr, "/metrics").await;
+    assert!(
+        m.contains("pksa_decisions_total{cmd=\"sign_req\",decision=\"approve\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("pksa_server_connected{server=\""));
+    assert!(m.contains("pksa_broadcasts_total{result=\"ok\"} 1"));
+    assert!(m.contains("pksa_node_calls_total{node=\""));
+    assert!(http_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let r = http_get(addr, "/readyz").await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("registered true"),
+        "{r}"
+    );
+    env.stop().await;
+}
