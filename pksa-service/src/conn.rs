@@ -51,6 +51,9 @@ pub async fn server_task(
         }
         let started = Instant::now();
         let ended = session(&svc, &url, &status, &mut stop).await;
+        // Consecutive failures grow the backoff; a session that got as far as the server
+        // key (a working server) starts the count again.
+        let established = status.connected.load(Ordering::Relaxed);
         status.connected.store(false, Ordering::Relaxed);
         status.registered.store(0, Ordering::Relaxed);
         let wait = match ended {
@@ -60,7 +63,7 @@ pub async fn server_task(
                 Duration::from_secs(300)
             }
             Ended::Closed(why) => {
-                if started.elapsed() > Duration::from_secs(60) {
+                if established || started.elapsed() > Duration::from_secs(60) {
                     attempt = 0;
                 }
                 let base = BACKOFF_MIN

@@ -336,6 +336,13 @@ impl FakeRelay {
 }
 
 impl FakeConn {
+    pub async fn send_raw(&mut self, t: &str) {
+        self.ws
+            .send(Message::Text(t.to_owned().into()))
+            .await
+            .unwrap();
+    }
+
     pub async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::Text(v.to_string().into()))

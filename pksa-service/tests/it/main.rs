@@ -10,5 +10,7 @@
 )]
 
 mod env;
+mod faults;
 mod flows;
+mod hostile;
 mod reference_bugs;
