@@ -305,8 +305,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Keys(k)) => keys(&cli.config, k),
-        Some(Command::Session(s)) => session(&cli.config, s),
+        // The store's blocking calls must not run on a runtime worker as is.
+        Some(Command::Keys(k)) => tokio::task::block_in_place(|| keys(&cli.config, k)),
+        Some(Command::Session(s)) => tokio::task::block_in_place(|| session(&cli.config, s)),
         Some(Command::Enroll {
             account,
             app,
@@ -325,7 +326,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             )?;
             let until = now_ms() + d.as_millis() as i64;
             let app2 = app.clone();
-            store.call_blocking(move |c| enrollments::open(c, &account, app2.as_deref(), until))?;
+            store
+                .call(move |c| enrollments::open(c, &account, app2.as_deref(), until))
+                .await?;
             println!(
                 "enrollment window open for {} until {} (ms since epoch){}",
                 d.as_secs(),
@@ -334,9 +337,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Import { storage, keys }) => crate::import::run(&cli.config, &storage, &keys),
-        Some(Command::Policy(p)) => policy(&cli.config, p),
-        Some(Command::Audit(a)) => audit(&cli.config, a),
+        Some(Command::Import { storage, keys }) => {
+            tokio::task::block_in_place(|| crate::import::run(&cli.config, &storage, &keys))
+        }
+        Some(Command::Policy(p)) => tokio::task::block_in_place(|| policy(&cli.config, p)),
+        Some(Command::Audit(a)) => tokio::task::block_in_place(|| audit(&cli.config, a)),
         Some(Command::Reload) => {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.

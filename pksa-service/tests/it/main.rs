@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod cli;
 mod env;
 mod faults;
 mod flows;

@@ -1,0 +1,309 @@
+//! The operator commands, through the real binary.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use has_crypto::{KeyRole, PrivateKey};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pksa-service"));
+    c.env("PKSA_CLI_PASS", "cli-test-passphrase")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(dir.join("pksa.toml"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config(dir: &std::path::Path, extra: &str) {
+    std::fs::write(
+        dir.join("pksa.toml"),
+        format!("has_servers = [\"ws://127.0.0.1:9\"]\nhive_api = [\"http://127.0.0.1:9/\"]\nkeystore = \"keystore.age\"\nkeystore_passphrase = \"env:PKSA_CLI_PASS\"\nstate = \"state.sqlite\"\n{extra}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_writes_a_valid_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run(dir.path(), &["init"], None);
+    assert!(ok, "{out}");
+    let (ok, _, err) = run(dir.path(), &["init"], None);
+    assert!(!ok && err.contains("already exists"));
+    pksa_service::config::Config::load(&dir.path().join("pksa.toml")).unwrap();
+}
+
+#[test]
+fn keys_sessions_enrollment_audit_and_policy_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let posting = PrivateKey::from_login("alice", "pw", KeyRole::Posting).unwrap();
+    let wif = posting.to_wif();
+    let (ok, out, err) = run(
+        dir.path(),
+        &["keys", "add", "--account", "alice", "--role", "posting"],
+        Some(&format!("{}\n", wif.expose_secret())),
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&posting.public_key().to_string())
+            && !out.contains(wif.expose_secret())
+            && !err.contains(wif.expose_secret())
+    );
+    let (ok, _, err) = run(
+        dir.path(),
+        &["keys", "add", "--account", "alice", "--role", "owner"],
+        Some(&format!("{}\n", wif.expose_secret())),
+    );
+    assert!(
+        !ok && err.contains("owner"),
+        "owner keys are refused: {err}"
+    );
+    let (ok, _, err) = run(
+        dir.path(),
+        &["keys", "add", "--account", "alice", "--role", "memo"],
+        Some("5Jnotawif\n"),
+    );
+    assert!(!ok && err.contains("not a valid WIF"));
+    let (_, out, _) = run(dir.path(), &["keys", "list"], None);
+    assert_eq!(
+        out.trim(),
+        format!("alice\tposting\t{}", posting.public_key())
+    );
+    // The keystore file holds no key in clear.
+    let bytes = std::fs::read(dir.path().join("keystore.age")).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains(wif.expose_secret()));
+
+    let (ok, out, err) = run(
+        dir.path(),
+        &[
+            "session",
+            "create",
+            "--account",
+            "alice",
+            "--app",
+            "bot",
+            "--days",
+            "30",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let auth_key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("auth_key "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(auth_key.len(), 36);
+    let (_, list, _) = run(dir.path(), &["session", "list"], None);
+    assert!(
+        list.contains("alice\tbot\toperator") && !list.contains(&auth_key),
+        "keys are never listed: {list}"
+    );
+    assert!(run(dir.path(), &["session", "revoke", "1"], None).0);
+    assert!(!run(dir.path(), &["session", "revoke", "99"], None).0);
+    let (ok, out, _) = run(
+        dir.path(),
+        &[
+            "enroll",
+            "--account",
+            "alice",
+            "--app",
+            "bot",
+            "--for",
+            "10m",
+        ],
+        None,
+    );
+    assert!(ok && out.contains("enrollment window open"), "{out}");
+    assert!(
+        !run(
+            dir.path(),
+            &["enroll", "--account", "nobody", "--for", "10m"],
+            None
+        )
+        .0
+    );
+
+    // Policy check and validate.
+    std::fs::write(
+        dir.path().join("ops.json"),
+        r#"[["transfer",{"from":"alice","to":"bob","amount":"1.000 HIVE","memo":""}]]"#,
+    )
+    .unwrap();
+    let (ok, out, _) = run(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            &dir.path().join("ops.json").to_string_lossy(),
+            "--account",
+            "alice",
+        ],
+        None,
+    );
+    assert!(
+        ok && out.contains("decision deny")
+            && out.contains("rule     default")
+            && out.contains("transfer needs active authority"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[rules]]\nid = \"bank\"\nallowed_ops = [\"transfer\"]\nkey_roles = [\"active\"]\n",
+    )
+    .unwrap();
+    let (ok, out, _) = run(
+        dir.path(),
+        &[
+            "policy",
+            "validate",
+            &dir.path().join("policy.toml").to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(ok && out.contains("valid, 1 rule(s), hash "), "{out}");
+    config(dir.path(), "policy_file = \"policy.toml\"\n");
+    let (_, out, _) = run(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            &dir.path().join("ops.json").to_string_lossy(),
+            "--account",
+            "alice",
+        ],
+        None,
+    );
+    assert!(
+        out.contains("decision approve") && out.contains("rule     bank"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[rules]]\nid = \"x\"\nkey_roles = [\"owner\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(
+        dir.path(),
+        &[
+            "policy",
+            "validate",
+            &dir.path().join("bad.toml").to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("key_roles"), "{err}");
+
+    // Audit: empty chain verifies; a tampered row is named.
+    let (ok, out, _) = run(dir.path(), &["audit", "verify"], None);
+    assert!(ok && out.contains("intact: 0 rows"), "{out}");
+    {
+        let c = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
+        for i in 0..3 {
+            pksa_service::audit::append(
+                &c,
+                &pksa_service::audit::Entry {
+                    uuid: format!("u{i}"),
+                    account: "alice".into(),
+                    app: "bot".into(),
+                    cmd: "sign_req".into(),
+                    decision: "approve".into(),
+                    rule: "default".into(),
+                    reason: "ok".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        }
+        let (ok, out, _) = run(dir.path(), &["audit", "list", "--account", "alice"], None);
+        assert!(ok && out.lines().count() == 3, "{out}");
+        c.execute("UPDATE audit SET decision = 'deny' WHERE id = 2", [])
+            .unwrap();
+    }
+    let (ok, _, err) = run(dir.path(), &["audit", "verify"], None);
+    assert!(!ok && err.contains("broken at row 2"), "{err}");
+}
+
+#[test]
+fn import_reference_files() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let posting = PrivateKey::from_login("alice", "pw", KeyRole::Posting).unwrap();
+    let memo = PrivateKey::from_login("alice", "pw", KeyRole::Memo).unwrap();
+    std::fs::write(
+        dir.path().join("keys.json"),
+        format!(
+            r#"[{{"name":"alice","posting":"{}","memo":"{}"}}]"#,
+            posting.to_wif().expose_secret(),
+            memo.to_wif().expose_secret()
+        ),
+    )
+    .unwrap();
+    let live = pksa_service::store::now_ms() + 86_400_000;
+    std::fs::write(
+        dir.path().join("storage.json"),
+        format!(r#"{{"pksa_name":"old","auth_req_secret":"s","accounts":[{{"name":"alice","auths":[{{"key":"k-live-0000-4000-8000-000000000000","expire":{live},"app":"bot","nonce":1690000000123}},{{"key":"k-old","expire":1,"app":"gone"}}]}}]}}"#),
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        dir.path(),
+        &[
+            "import",
+            "--storage",
+            &dir.path().join("storage.json").to_string_lossy(),
+            "--keys",
+            &dir.path().join("keys.json").to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("imported 2 key(s)")
+            && out.contains("1 live session(s)")
+            && out.contains("1 expired or duplicate skipped"),
+        "{out}"
+    );
+    let (_, list, _) = run(dir.path(), &["session", "list"], None);
+    assert!(
+        list.contains("alice\tbot\timport") && list.contains("1690000000123"),
+        "the nonce came along: {list}"
+    );
+    let (_, keys, _) = run(dir.path(), &["keys", "list"], None);
+    assert_eq!(keys.lines().count(), 2);
+}
+
+#[test]
+fn config_errors_name_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "session_lifetime_days = -1\n");
+    let (ok, _, err) = run(dir.path(), &["run"], None);
+    assert!(
+        !ok && err.contains("pksa.toml: session_lifetime_days: must be more than 0"),
+        "{err}"
+    );
+}
