@@ -685,4 +685,107 @@ mod tests {
             toml::from_str("[[rules]]\nid = \"x\"\nkey_roles = [\"owner\"]").unwrap();
         assert!(bad.validate().is_err());
     }
+    #[test]
+    fn flags_limits_and_order() {
+        let p = policy(
+            r#"
+            [[rules]]
+            id = "bots"
+            accounts = ["bot-*"]
+            broadcast = false
+            max_ops = 2
+            challenge_roles = ["active"]
+            memo_decrypt = true
+
+            [[rules]]
+            id = "signers"
+            apps = ["signer"]
+            sign_only = false
+            allowed_ops = ["transfer"]
+            key_roles = ["posting"]
+
+            [[rules]]
+            id = "active-json"
+            apps = ["ops-*"]
+            custom_json_ids = ["ops"]
+            active_custom_json = true
+
+            [[rules]]
+            id = "active-json-keys"
+            apps = ["keys"]
+            allowed_ops = ["custom_json"]
+            key_roles = ["posting", "active"]
+            active_custom_json = true
+            "#,
+        );
+        let vote = |voter: &str, n: usize| {
+            let one =
+                json!(["vote", {"voter": voter, "author": "bob", "permlink": "p", "weight": 100}]);
+            ops(serde_json::Value::Array(vec![one; n]))
+        };
+        // broadcast = false: sign-only allowed, broadcast refused.
+        let v = vote("bot-1", 1);
+        assert!(p.decide_sign("bot-1", "x", &v, &req(&v), false).approve);
+        assert_eq!(
+            p.decide_sign("bot-1", "x", &v, &req(&v), true).reason,
+            "broadcasting is not allowed"
+        );
+        // max_ops = 2.
+        let v3 = vote("bot-1", 3);
+        assert_eq!(
+            p.decide_sign("bot-1", "x", &v3, &req(&v3), false).reason,
+            "3 operations exceed the maximum of 2"
+        );
+        // challenge_roles and memo_decrypt (which also needs the service switch).
+        assert!(
+            p.decide_challenge("bot-1", "x", KeyType::Active, false, false)
+                .approve
+        );
+        assert!(
+            !p.decide_challenge("bot-1", "x", KeyType::Posting, false, false)
+                .approve
+        );
+        assert!(
+            !p.decide_challenge("bot-1", "x", KeyType::Active, true, false)
+                .approve
+        );
+        assert!(
+            p.decide_challenge("bot-1", "x", KeyType::Active, true, true)
+                .approve
+        );
+        // First match wins: bot-1 with app "signer" is still decided by "bots".
+        assert_eq!(
+            p.decide_sign("bot-1", "signer", &v, &req(&v), false).rule,
+            "bots"
+        );
+        // sign_only = false, and key_roles = posting refuses a transfer even though
+        // allowed_ops lists it.
+        let t = ops(
+            json!([["transfer", {"from": "alice", "to": "bob", "amount": "1.000 HIVE", "memo": ""}]]),
+        );
+        assert_eq!(
+            p.decide_sign("alice", "signer", &t, &req(&t), false).reason,
+            "sign-only is not allowed"
+        );
+        assert_eq!(
+            p.decide_sign("alice", "signer", &t, &req(&t), true).reason,
+            "active authority is not allowed by this rule"
+        );
+        // allowed_ops absent and active custom_json allowed by the flag, but the rule's key
+        // roles default to posting: still refused, with the reason naming the authority.
+        let cj = ops(
+            json!([["custom_json", {"required_auths": ["alice"], "required_posting_auths": [], "id": "ops", "json": "{}"}]]),
+        );
+        let d = p.decide_sign("alice", "ops-1", &cj, &req(&cj), true);
+        assert!(!d.approve && d.rule == "active-json", "{d:?}");
+        assert_eq!(d.reason, "active authority is not allowed by this rule");
+        // With the active role and the op listed, the flag lets it through.
+        let d = p.decide_sign("alice", "keys", &cj, &req(&cj), true);
+        assert!(d.approve, "{d:?}");
+        // No matching rule: the default refuses active authority.
+        assert!(
+            !p.decide_sign("alice", "elsewhere", &cj, &req(&cj), true)
+                .approve
+        );
+    }
 }
