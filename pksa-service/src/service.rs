@@ -211,15 +211,6 @@ impl Service {
         }
     }
 
-    /// Live sessions of an account from the cache only (no store access).
-    pub fn cached_sessions(&self, account: &str) -> Option<Vec<CachedSession>> {
-        let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(account)
-            .filter(|c| c.loaded.is_some())
-            .map(|c| c.sessions.clone())
-    }
-
     /// Reloads an account's sessions from the store (keeping the nonce counters of sessions
     /// already known).
     pub async fn refresh_sessions_now(&self, account: &str) {
