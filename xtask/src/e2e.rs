@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::js;
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ fn proc_rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -3,7 +3,7 @@
 //! * `ci`: everything CI runs (fmt, clippy, tests, docs, interop, fuzz smoke, bench build).
 //! * `vectors`: regenerate the test vectors from the pinned JS libraries.
 //! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
-//! * `interop <crypto|chain> [--count N]`: live cross-check against the JS libraries.
+//! * `interop <crypto|chain|relay> [--count N]`: live cross-check against the JS libraries.
 //! * `bench crypto`: criterion benches and the same operations in Node, side by side.
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
 
@@ -14,13 +14,14 @@ mod bench;
 mod e2e;
 mod interop;
 mod js;
+mod relay;
 mod schemas;
 
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain> [--count N] | bench <crypto|chain|e2e> | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|e2e> | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -56,6 +57,7 @@ fn run() -> Result<()> {
                     .unwrap_or(500);
                 interop::chain(count)
             }
+            Some("relay") => relay::interop(),
             _ => bail!("{USAGE}"),
         },
         Some("bench") => match args.get(1).map(String::as_str) {
@@ -172,6 +174,7 @@ fn ci(args: &[String]) -> Result<()> {
     )?;
     interop::crypto(200)?;
     interop::chain(500)?;
+    relay::interop()?;
     // Bench targets only (not every lib's test harness in release): clippy already type-checks
     // them; this proves they build and link in the bench profile.
     sh(
