@@ -30,7 +30,7 @@ use k256::elliptic_curve::ops::{LinearCombination, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::elliptic_curve::sec1::FromSec1Point;
-use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar, U256};
+use k256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -44,6 +44,24 @@ const ORDER_BE: [u8; 32] = [
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
     0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
 ];
+
+/// The secp256k1 field prime p, big-endian.
+const FIELD_P_BE: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xfc, 0x2f,
+];
+
+/// `r + n` as 32 big-endian bytes when it is below the field prime, else `None`.
+fn add_order(r: &[u8; 32]) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    let mut carry = 0u16;
+    for ((o, a), b) in out.iter_mut().zip(r).zip(ORDER_BE.iter()).rev() {
+        let sum = u16::from(*a) + u16::from(*b) + carry;
+        *o = (sum & 0xff) as u8;
+        carry = sum >> 8;
+    }
+    (carry == 0 && out < FIELD_P_BE).then_some(out)
+}
 
 /// A 65-byte compact recoverable signature.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,13 +138,16 @@ impl Signature {
     pub fn recover(&self, digest: &[u8; 32]) -> Result<PublicKey> {
         let (r, s) = self.scalars()?;
         let recid = self.recovery_id();
-        let mut x = U256::from_be_slice(self.r_bytes());
+        let mut x = [0u8; 32];
+        x.copy_from_slice(self.r_bytes());
         if recid & 2 != 0 {
-            x = x.wrapping_add(&U256::from_be_slice(&ORDER_BE));
+            // R.x = r + n, which must still be a field element (< p); found by the
+            // signature_parse fuzz target: a wrapping add gave a bogus R instead of an error.
+            x = add_order(&x).ok_or(Error::SignatureRecovery)?;
         }
         let mut sec1 = [0u8; 33];
         sec1[0] = 0x02 | (recid & 1);
-        sec1[1..].copy_from_slice(&x.to_be_bytes());
+        sec1[1..].copy_from_slice(&x);
         let big_r: Option<AffinePoint> = AffinePoint::from_sec1_bytes(&sec1).ok();
         let big_r = big_r.ok_or(Error::SignatureRecovery)?;
         let e = digest_scalar(digest);
@@ -357,6 +378,50 @@ mod tests {
 
     fn key() -> PrivateKey {
         PrivateKey::from_wif("5JdeC9P7Pbd1uGdFVEsJ41EkEnADbbHGq6p1BwFxm6txNBsQnsw").unwrap()
+    }
+
+    /// Found by the signature_parse fuzz target: recovery id 3 with r + n ≥ 2^256 wrapped
+    /// around to a small x and "recovered" a key the signature does not verify against.
+    #[test]
+    fn recovery_with_r_plus_n_overflow_is_an_error() {
+        let data: [u8; 65] = [
+            34, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 0, 254, 255, 255, 255, 255,
+            255, 48, 48, 48, 48, 48, 48, 255, 255, 0, 0, 0, 0, 0, 0, 0, 38, 228, 134, 0, 0, 0, 0,
+            0, 0, 0, 112, 32, 48, 48, 2, 48, 48, 48, 207, 48, 208, 48, 200, 207, 48, 158, 48, 48,
+            152,
+        ];
+        let sig = Signature::from_bytes(&data).unwrap();
+        assert_eq!(sig.recovery_id(), 3);
+        assert_eq!(
+            sig.recover(&[0x42; 32]).unwrap_err(),
+            Error::SignatureRecovery
+        );
+        // r + n just below p recovers when the point exists; r + n ≥ p never does.
+        let small_r = {
+            let mut d = [0u8; 65];
+            d[0] = 33;
+            d[32] = 1;
+            d[64] = 1;
+            Signature::from_bytes(&d).unwrap()
+        };
+        assert!(add_order(&small_r.0[1..33].try_into().unwrap()).is_some());
+        let mut big = [0u8; 32];
+        big[..16].copy_from_slice(&[0xff; 16]);
+        assert!(add_order(&big).is_none());
+        // Whatever recovers with recovery id 2 or 3 verifies.
+        for seed in 0..200u32 {
+            let mut d = [0u8; 65];
+            d[0] = 33 + (seed % 2) as u8;
+            d[1..33].copy_from_slice(&Sha256::digest(seed.to_le_bytes()));
+            d[33..65].copy_from_slice(&Sha256::digest((seed + 1000).to_le_bytes()));
+            d[1] = 0; // keep r + n below p
+            if let Ok(sig) = Signature::from_bytes(&d)
+                && sig.is_low_s()
+                && let Ok(k) = sig.recover(&[7; 32])
+            {
+                sig.verify(&[7; 32], &k).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|e2e> | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|relay|e2e> | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -64,6 +64,7 @@ fn run() -> Result<()> {
             Some("crypto") => bench::crypto(),
             Some("chain") => bench::chain(),
             Some("e2e") => e2e::run(),
+            Some("relay") => relay::bench(),
             _ => bail!("{USAGE}"),
         },
         Some("fuzz-smoke") => {
