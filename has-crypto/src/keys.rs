@@ -13,6 +13,7 @@ use ripemd::Ripemd160;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::base58;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
 
@@ -131,11 +132,7 @@ impl PrivateKey {
     /// Parses a WIF string strictly: 37 bytes, version 0x80, double-SHA256 checksum,
     /// 1 ≤ d < n (dhive's rules; hive-js is laxer, see hive-crypto.md §1).
     pub fn from_wif(wif: &str) -> Result<Self> {
-        let raw = Zeroizing::new(
-            bs58::decode(wif.as_bytes())
-                .into_vec()
-                .map_err(|_| Error::Base58)?,
-        );
+        let raw = Zeroizing::new(base58::decode(wif).ok_or(Error::Base58)?);
         if raw.len() != 37 {
             return Err(Error::WifLength);
         }
@@ -159,7 +156,7 @@ impl PrivateKey {
         payload.extend_from_slice(self.to_bytes().as_slice());
         let check = sha256(&sha256(&payload));
         payload.extend_from_slice(check.get(..4).unwrap_or_default());
-        SecretString::new(bs58::encode(payload.as_slice()).into_string())
+        SecretString::new(base58::encode(payload.as_slice()))
     }
 
     /// The key dhive's `PrivateKey.fromLogin(account, password, role)` derives:
@@ -280,9 +277,7 @@ impl PublicKey {
     /// Parses `prefix ‖ base58(key33 ‖ ripemd160(key33)[..4])`, requiring exactly `prefix`.
     pub fn from_str_with_prefix(s: &str, prefix: &str) -> Result<Self> {
         let body = s.strip_prefix(prefix).ok_or(Error::PublicKeyPrefix)?;
-        let raw = bs58::decode(body.as_bytes())
-            .into_vec()
-            .map_err(|_| Error::Base58)?;
+        let raw = base58::decode(body).ok_or(Error::Base58)?;
         if raw.len() != 37 {
             return Err(Error::PublicKeyLength);
         }
@@ -300,7 +295,7 @@ impl PublicKey {
         let mut raw = Vec::with_capacity(37);
         raw.extend_from_slice(&self.compressed);
         raw.extend_from_slice(digest.get(..4).unwrap_or_default());
-        format!("{prefix}{}", bs58::encode(raw).into_string())
+        format!("{prefix}{}", base58::encode(&raw))
     }
 }
 

@@ -32,6 +32,7 @@
 //! ```
 
 mod aes_cbc;
+pub mod base58;
 pub mod cryptojs;
 mod error;
 pub mod keys;

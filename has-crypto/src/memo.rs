@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
 use crate::aes_cbc;
+use crate::base58;
 use crate::error::{Error, Result};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::secret::SecretString;
@@ -146,7 +147,7 @@ impl MemoChannel {
         raw.extend_from_slice(&mk.check.to_le_bytes());
         write_varint(&mut raw, ct.len());
         raw.extend_from_slice(&ct);
-        format!("#{}", bs58::encode(raw).into_string())
+        format!("#{}", base58::encode(&raw))
     }
 
     /// Decrypts memo parts with this channel's secret (the caller checked the keys).
@@ -200,9 +201,7 @@ struct RawMemo {
 impl RawMemo {
     fn parse(memo: &str) -> Result<Self> {
         let body = memo.strip_prefix('#').ok_or(Error::MemoFormat)?;
-        let raw = bs58::decode(body.as_bytes())
-            .into_vec()
-            .map_err(|_| Error::MemoFormat)?;
+        let raw = base58::decode(body).ok_or(Error::MemoFormat)?;
         let take = |r: std::ops::Range<usize>| raw.get(r).ok_or(Error::MemoFormat);
         let from: [u8; 33] = take(0..33)?.try_into().map_err(|_| Error::MemoFormat)?;
         let to: [u8; 33] = take(33..66)?.try_into().map_err(|_| Error::MemoFormat)?;
@@ -343,18 +342,24 @@ impl SharedSecretCache {
     }
 
     /// Decodes a memo addressed to or from `key`, using a cached channel.
+    /// On a cache hit no point is decompressed: the other party's key comes from the cache.
     pub fn decode(&self, key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
-        let parsed = EncryptedMemo::parse(memo)?;
+        let parsed = RawMemo::parse(memo)?;
         let mine = key.public_key();
-        if parsed.from != *mine && parsed.to != *mine {
+        let mine_bytes = mine.to_compressed();
+        let from_me = parsed.from == mine_bytes;
+        if !from_me && parsed.to != mine_bytes {
             return Err(Error::MemoKey);
         }
-        let channel = self.channel(key, parsed.other_party(mine));
-        Ok(DecodedMemo {
-            text: channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?,
-            from: parsed.from,
-            to: parsed.to,
-        })
+        let other = if from_me { &parsed.to } else { &parsed.from };
+        let channel = self.channel_by_bytes(key, other)?;
+        let text = channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?;
+        let (from, to) = if from_me {
+            (*mine, *channel.remote())
+        } else {
+            (*channel.remote(), *mine)
+        };
+        Ok(DecodedMemo { text, from, to })
     }
 
     /// Number of cached channels.

@@ -279,7 +279,10 @@ pub(crate) async fn serve_socket(
     let max = ctx.config.max_frame_bytes;
     // tungstenite refuses (and closes on) messages above twice our limit; between the limit
     // and that, we answer an error and keep the socket.
+    // A 4 KiB read buffer (tungstenite's default is 128 KiB, allocated eagerly per socket):
+    // HAS frames are small, and idle sockets dominate a relay's memory.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4096)
         .max_message_size(Some(max.saturating_mul(2)))
         .max_frame_size(Some(max.saturating_mul(2)));
     let ws = match tokio::time::timeout(

@@ -373,31 +373,37 @@ impl Hub {
             return Err((ReplyRejection::UnknownRequest, None));
         };
         let now = UnixMillis::now();
-        let mut st = self.lock();
-        let (account, expired, answered, req_family) = match st.requests.get(&uuid) {
-            None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
-            Some(r) => (
-                r.account.clone(),
-                r.expire <= now,
-                r.answer.is_some(),
-                r.family,
-            ),
-        };
-        if expired {
-            return Err((ReplyRejection::Expired, Some(uuid)));
-        }
-        if answered {
-            return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
-        }
-        if req_family != family {
-            return Err((ReplyRejection::WrongFamily, Some(uuid)));
-        }
-        let Some(keys) = st
-            .sockets
-            .get(&from)
-            .and_then(|s| s.registered.get(&account))
-        else {
-            return Err((ReplyRejection::NotRegistered, Some(uuid)));
+        // Checks under the lock; the POK (base58, ECDH from the cache, AES) and the encoding
+        // outside it, so one socket's proof does not stall every other socket's routing.
+        let (account, keys) = {
+            let st = self.lock();
+            let (account, expired, answered, req_family) = match st.requests.get(&uuid) {
+                None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
+                Some(r) => (
+                    r.account.clone(),
+                    r.expire <= now,
+                    r.answer.is_some(),
+                    r.family,
+                ),
+            };
+            if expired {
+                return Err((ReplyRejection::Expired, Some(uuid)));
+            }
+            if answered {
+                return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
+            }
+            if req_family != family {
+                return Err((ReplyRejection::WrongFamily, Some(uuid)));
+            }
+            let Some(keys) = st
+                .sockets
+                .get(&from)
+                .and_then(|s| s.registered.get(&account))
+                .cloned()
+            else {
+                return Err((ReplyRejection::NotRegistered, Some(uuid)));
+            };
+            (account, keys)
         };
         match pok_text {
             Some(p) => match pok::decode(&self.server_key, &self.pok_cache, &p) {
@@ -412,11 +418,18 @@ impl Hub {
         };
         let text = frame::encode(&app_frame)
             .map_err(|_| (ReplyRejection::UnknownRequest, Some(uuid.clone())))?;
-        let app = st.requests.get(&uuid).and_then(|r| r.app_socket);
-        if let Some(r) = st.requests.get_mut(&uuid) {
-            r.answer = Some(text.clone());
-            self.metrics.observe_latency(r.created.elapsed());
+        let mut st = self.lock();
+        // Re-checked: another PKSA may have answered (or the socket unregistered) meanwhile;
+        // the first terminal reply to get here wins.
+        let Some(r) = st.requests.get_mut(&uuid) else {
+            return Err((ReplyRejection::UnknownRequest, Some(uuid)));
+        };
+        if r.answer.is_some() {
+            return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
         }
+        r.answer = Some(text.clone());
+        self.metrics.observe_latency(r.created.elapsed());
+        let app = r.app_socket;
         st.pending_done(&account);
         if let Some(app) = app {
             Self::send(&st, app, text);
