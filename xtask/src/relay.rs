@@ -225,84 +225,34 @@ fn rand_bytes() -> [u8; 8] {
     b
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn ws_connect(url: &str) -> Result<Ws> {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    Ok(ws)
-}
-
-/// Reads text frames until one with `cmd`; answers nothing else.
-async fn recv_cmd(ws: &mut Ws, cmd: &str) -> Result<Value> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .with_context(|| format!("waiting for {cmd}"))?
-            .with_context(|| format!("socket closed waiting for {cmd}"))??;
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(t.as_str())?;
-            if v["cmd"] == cmd {
-                return Ok(v);
-            }
-            if v["cmd"] == "error" {
-                bail!("relay error waiting for {cmd}: {v}");
-            }
-        }
-    }
-}
-
-async fn send_json(ws: &mut Ws, v: &Value) -> Result<()> {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::text(v.to_string())).await?;
-    Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn proc_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or(0)
-}
-
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
-}
-
 const IDLE_CONNECTIONS: usize = 10_000;
 const PAIRS: usize = 100;
 const WINDOW: usize = 16;
 const ROUND_TRIPS_PER_PAIR: usize = 2_000;
 
-/// `cargo xtask bench relay`: RSS per idle connection with 10,000 open, and relayed messages
-/// per second with 100 app/PKSA pairs (sign_req app → relay → PKSA, sign_ack with a POK
-/// PKSA → relay → app; two relayed messages per round trip, five frames through the relay).
+/// `cargo xtask bench relay`: has-relay and its load generator (has-relay/examples/relay_load.rs)
+/// as separate release processes on loopback. RSS per idle connection with 10,000 open, and
+/// relayed messages per second with 100 app/PKSA pairs: each round trip is two relayed
+/// messages (the request to the PKSA, the reply with its POK checked to the app) and five
+/// frames through the relay (request, wait, relayed request, reply, relayed reply).
 pub fn bench() -> Result<()> {
-    crate::sh("cargo", &["build", "--release", "-p", "has-relay"], &[])?;
+    crate::sh(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "has-relay",
+            "--bin",
+            "has-relay",
+            "--example",
+            "relay_load",
+        ],
+        &[],
+    )?;
+    // Both children inherit the raised soft limit.
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
-    let want = (2 * IDLE_CONNECTIONS as u64 + 1_000).min(hard);
+    let want = (IDLE_CONNECTIONS as u64 + 2_000).min(hard);
     rlimit::setrlimit(rlimit::Resource::NOFILE, want.max(soft), hard)?;
     if want < IDLE_CONNECTIONS as u64 + 500 {
         bail!("the open-file hard limit ({hard}) is too low for {IDLE_CONNECTIONS} connections");
@@ -316,256 +266,60 @@ pub fn bench() -> Result<()> {
         IDLE_CONNECTIONS + 1_000
     );
     let (relay, url) = start_relay(&bin, &dir, &accounts, &config)?;
-    let pid = relay.0.id();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let idle = idle_phase(&url, pid).await?;
-        let load = load_phase(&url, pid, &names).await?;
-        println!();
-        println!(
-            "{:<44} {:>14} {:>10}",
-            "has-relay (release, loopback)", "measured", "target"
-        );
-        println!(
-            "{:<44} {:>11.1} KB {:>10}",
-            format!("RSS per idle connection ({IDLE_CONNECTIONS} open)"),
-            idle.0,
-            "≤ 30 KB"
-        );
-        println!(
-            "{:<44} {:>14.0} {:>10}",
-            format!("relayed messages/s ({PAIRS} pairs, window {WINDOW})"),
-            load["relayed_messages_per_s"].as_f64().unwrap_or(0.0),
-            "≥ 50,000"
-        );
-        println!(
-            "{:<44} {:>14.0}",
-            "frames through the relay/s",
-            load["frames_per_s"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "{:<44} {:>11.1} µs",
-            "relay CPU per round trip (5 frames)",
-            load["relay_cpu_us_per_round_trip"].as_f64().unwrap_or(0.0)
-        );
-        println!(
-            "{:<44} {:>14}",
-            "round trip p50 / p99",
-            format!(
-                "{:.2} / {:.2} ms",
-                load["p50_ms"].as_f64().unwrap_or(0.0),
-                load["p99_ms"].as_f64().unwrap_or(0.0)
-            )
-        );
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "relay", "idle_connections": IDLE_CONNECTIONS,
-                "rss_kb_before": idle.1, "rss_kb_with_idle": idle.2,
-                "rss_kb_per_idle_connection": idle.0, "load": load,
-            })
-        );
-        Ok::<(), anyhow::Error>(())
-    })?;
+    let pid = relay.0.id().to_string();
+    let out = Command::new(bin.join("examples").join("relay_load"))
+        .args([url.as_str(), pid.as_str()])
+        .args([IDLE_CONNECTIONS, PAIRS, WINDOW, ROUND_TRIPS_PER_PAIR].map(|n| n.to_string()))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running relay_load")?;
     drop(relay);
-    Ok(())
-}
-
-/// Opens IDLE_CONNECTIONS sockets that read (and so answer pings) but send nothing. Returns
-/// (KB per connection, RSS before, RSS with all open).
-async fn idle_phase(url: &str, pid: u32) -> Result<(f64, u64, u64)> {
-    use futures_util::StreamExt;
-    // A first connection so the baseline includes the runtime's warmed-up state.
-    let mut warm = ws_connect(url).await?;
-    recv_cmd(&mut warm, "connected").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = proc_rss_kb(pid);
-    let started = Instant::now();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
-    for _ in 0..IDLE_CONNECTIONS {
-        let url = url.to_owned();
-        let sem = sem.clone();
-        let mut stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let permit = sem.acquire_owned().await?;
-            let mut ws = ws_connect(&url).await?;
-            recv_cmd(&mut ws, "connected").await?;
-            drop(permit);
-            loop {
-                tokio::select! {
-                    m = ws.next() => if m.is_none() { bail!("relay closed an idle connection") },
-                    _ = stop.changed() => break,
-                }
-            }
-            let _ = ws.close(None).await;
-            Ok::<(), anyhow::Error>(())
-        });
+    if !out.status.success() {
+        bail!("relay_load failed ({})", out.status);
     }
-    // All connected once every permit is back and no task failed.
-    loop {
-        if let Some(Ok(Err(e))) = tasks.try_join_next() {
-            return Err(e.context("idle connection"));
-        }
-        let rss_conns = count_established(pid);
-        if rss_conns >= IDLE_CONNECTIONS {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("only {rss_conns} of {IDLE_CONNECTIONS} idle connections came up");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "xtask: {IDLE_CONNECTIONS} idle connections open after {:.1} s",
-        started.elapsed().as_secs_f64()
+    let r: Value = serde_json::from_slice(&out.stdout).context("relay_load output")?;
+    let f = |p: &str| r.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    println!();
+    println!(
+        "{:<46} {:>16} {:>10}",
+        "has-relay (release, loopback, 2 cores)", "measured", "target"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let with = proc_rss_kb(pid);
-    stop_tx.send(true)?;
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    drop(warm);
-    let per = (with.saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
-    Ok((per, before, with))
-}
-
-/// Sockets of `pid` (open socket fds in /proc/PID/fd).
-fn count_established(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .map(|l| l.to_string_lossy().starts_with("socket:"))
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-        .unwrap_or(0)
-        // The listener and the warm-up connection.
-        .saturating_sub(2)
-}
-
-async fn load_phase(url: &str, pid: u32, names: &[String]) -> Result<Value> {
-    use futures_util::{SinkExt, StreamExt};
-    use has_crypto::{SharedSecretCache, memo::pok};
-    use tokio_tungstenite::tungstenite::Message;
-
-    // Register one PKSA per account.
-    let mut pksas = vec![];
-    for name in names {
-        let memo = PrivateKey::from_login(name, "bench", KeyRole::Memo)?;
-        let mut ws = ws_connect(url).await?;
-        recv_cmd(&mut ws, "connected").await?;
-        send_json(&mut ws, &serde_json::json!({"cmd": "key_req"})).await?;
-        let key: has_crypto::PublicKey = recv_cmd(&mut ws, "key_ack").await?["key"]
-            .as_str()
-            .context("key_ack key")?
-            .parse()?;
-        let channel = SharedSecretCache::default().channel(&memo, &key);
-        let proof = pok::encode(&channel, &now_ms().to_string());
-        send_json(
-            &mut ws,
-            &serde_json::json!({"cmd": "register_req", "app": "bench-pksa", "accounts": [{"name": name, "pok": proof}]}),
+    println!(
+        "{:<46} {:>13.1} KB {:>10}",
+        format!("RSS per idle connection ({IDLE_CONNECTIONS} open)"),
+        f("/rss_kb_per_idle_connection"),
+        "≤ 30 KB"
+    );
+    println!(
+        "{:<46} {:>16.0} {:>10}",
+        format!("relayed messages/s ({PAIRS} pairs, window {WINDOW})"),
+        f("/load/relayed_messages_per_s"),
+        "≥ 50,000"
+    );
+    println!(
+        "{:<46} {:>16.0}",
+        "frames through the relay/s",
+        f("/load/frames_per_s")
+    );
+    println!(
+        "{:<46} {:>13.1} µs",
+        "relay CPU per round trip (5 frames)",
+        f("/load/relay_cpu_us_per_round_trip")
+    );
+    println!(
+        "{:<46} {:>16}",
+        "CPU cores used: relay / load generator",
+        format!(
+            "{:.2} / {:.2}",
+            f("/load/relay_cpu_cores"),
+            f("/load/load_generator_cpu_cores")
         )
-        .await?;
-        recv_cmd(&mut ws, "register_ack").await?;
-        pksas.push((ws, channel));
-    }
-    let mut apps = vec![];
-    for _ in names {
-        let mut ws = ws_connect(url).await?;
-        recv_cmd(&mut ws, "connected").await?;
-        apps.push(ws);
-    }
-    let cpu0 = proc_cpu_secs(pid);
-    let started = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for (mut ws, channel) in pksas {
-        set.spawn(async move {
-            // Answers every sign_req with a sign_ack carrying a POK of its uuid.
-            let mut answered = 0usize;
-            while answered < ROUND_TRIPS_PER_PAIR {
-                let Some(msg) = ws.next().await else {
-                    bail!("PKSA socket closed after {answered}")
-                };
-                let Message::Text(t) = msg? else { continue };
-                let v: Value = serde_json::from_str(t.as_str())?;
-                if v["cmd"] != "sign_req" {
-                    continue;
-                }
-                let uuid = v["uuid"].as_str().context("uuid")?;
-                let reply = serde_json::json!({"cmd": "sign_ack", "uuid": uuid, "broadcast": false,
-                    "data": "ab".repeat(20), "pok": pok::encode(&channel, uuid)});
-                ws.send(Message::text(reply.to_string())).await?;
-                answered += 1;
-            }
-            Ok(vec![])
-        });
-    }
-    for (i, mut ws) in apps.into_iter().enumerate() {
-        let account = names.get(i).cloned().unwrap_or_default();
-        set.spawn(async move {
-            let req = Message::text(
-                serde_json::json!({"cmd": "sign_req", "account": account,
-                    "data": "U2FsdGVkX18BAgMEBQYHCDvftjHluU7Q6gqbBOS5TwcQymcx+tfGNz5Zm1GTP+3T"})
-                .to_string(),
-            );
-            let mut sent_at = std::collections::VecDeque::new();
-            let mut latencies = Vec::with_capacity(ROUND_TRIPS_PER_PAIR);
-            for _ in 0..WINDOW.min(ROUND_TRIPS_PER_PAIR) {
-                ws.feed(req.clone()).await?;
-                sent_at.push_back(Instant::now());
-            }
-            ws.flush().await?;
-            let mut sent = sent_at.len();
-            while latencies.len() < ROUND_TRIPS_PER_PAIR {
-                let Some(msg) = ws.next().await else {
-                    bail!("app socket closed")
-                };
-                let Message::Text(t) = msg? else { continue };
-                // Cheap dispatch: only the terminal reply matters here.
-                if !t.as_str().contains("\"sign_ack\"") {
-                    if t.as_str().contains("\"error\"") || t.as_str().contains("_nack") {
-                        bail!("relay refused: {}", t.as_str());
-                    }
-                    continue;
-                }
-                // Replies come back in order per pair (one PKSA answering in order).
-                if let Some(t0) = sent_at.pop_front() {
-                    latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-                }
-                if sent < ROUND_TRIPS_PER_PAIR {
-                    ws.send(req.clone()).await?;
-                    sent_at.push_back(Instant::now());
-                    sent += 1;
-                }
-            }
-            Ok(latencies)
-        });
-    }
-    let mut latencies = vec![];
-    while let Some(r) = set.join_next().await {
-        latencies.extend(r??);
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(pid) - cpu0;
-    let trips = (PAIRS * ROUND_TRIPS_PER_PAIR) as f64;
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    Ok(serde_json::json!({
-        "pairs": PAIRS, "window": WINDOW, "round_trips": trips, "seconds": secs,
-        "relayed_messages_per_s": 2.0 * trips / secs, "frames_per_s": 5.0 * trips / secs,
-        "relay_cpu_us_per_round_trip": cpu * 1e6 / trips, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-    }))
+    );
+    println!(
+        "{:<46} {:>16}",
+        "round trip p50 / p99",
+        format!("{:.2} / {:.2} ms", f("/load/p50_ms"), f("/load/p99_ms"))
+    );
+    println!("{}", serde_json::json!({"bench": "relay", "result": r}));
+    Ok(())
 }
