@@ -726,9 +726,16 @@ mod tests {
         assert_eq!(
             r.accounts,
             vec![
-                ("zed".into(), Level::Posting),
-                ("amy".into(), Level::Posting)
+                ("amy".into(), Level::Posting),
+                ("zed".into(), Level::Posting)
             ]
+        );
+        // Another spelling of the same set is the same operation.
+        let other = Operation::from_json(json!(["custom_json", {"required_auths": [], "required_posting_auths": ["amy", "zed"], "id": "x", "json": "{}"}]), 0).unwrap();
+        assert_eq!(other, op);
+        assert_eq!(
+            op.to_json().unwrap()[1]["required_posting_auths"],
+            json!(["amy", "zed"])
         );
         let bytes = hex::encode(op.to_bytes().unwrap());
         assert!(bytes.starts_with("12000203616d79037a6564"), "{bytes}");

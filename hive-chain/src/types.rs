@@ -589,10 +589,11 @@ impl Serialize for AccountSet {
 
 impl<'de> Deserialize<'de> for AccountSet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Vec::<String>::deserialize(d)?;
-        let mut sorted = v.clone();
-        sorted.sort();
-        if sorted.windows(2).any(|w| w.first() == w.get(1)) {
+        // Kept in hived's order (a flat_set is sorted), so that two JSON spellings of one set
+        // are one value and JSON → op → JSON → op is a fixed point.
+        let mut v = Vec::<String>::deserialize(d)?;
+        v.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if v.windows(2).any(|w| w.first() == w.get(1)) {
             return Err(de::Error::custom("duplicate account in set"));
         }
         Ok(AccountSet(v))
@@ -629,10 +630,12 @@ impl<K: Serialize, V: Serialize> Serialize for Pair<'_, K, V> {
 
 impl<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>> Deserialize<'de> for FlatMap<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Vec::<(K, V)>::deserialize(d)?;
-        let mut keys: Vec<&K> = v.iter().map(|(k, _)| k).collect();
-        keys.sort();
-        if keys.windows(2).any(|w| w.first() == w.get(1)) {
+        // Kept sorted by key, as hived's flat_map is (see AccountSet).
+        let mut v = Vec::<(K, V)>::deserialize(d)?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        if v.windows(2)
+            .any(|w| w.first().map(|p| &p.0) == w.get(1).map(|p| &p.0))
+        {
             return Err(de::Error::custom("duplicate key in map"));
         }
         Ok(FlatMap(v))

@@ -425,10 +425,10 @@ async fn commit_and_reply(
     let auth_ack = inc.kind == Kind::Auth && matches!(d.outcome, Outcome::AuthAck { .. });
     match commit(svc, inc, hash, d).await {
         Some((outcome, session)) => {
-            if auth_ack {
+            if auth_ack && let Some((_, key)) = &session {
                 // The app may send its next request right after this ack: have the new or
                 // renewed session in the cache before the ack leaves.
-                svc.refresh_sessions_now(&inc.account).await;
+                svc.cache_session(&inc.account, key).await;
             }
             Answer {
                 reply: frame(

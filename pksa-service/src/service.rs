@@ -226,16 +226,18 @@ impl Service {
         {
             Ok((rows, version)) => {
                 let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                let old = cache
+                let old: HashMap<i64, CachedSession> = cache
                     .remove(account)
                     .map(|c| c.sessions)
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| (s.id, s))
+                    .collect();
                 let sessions = rows
                     .into_iter()
                     .map(|(r, k)| {
                         let counter = old
-                            .iter()
-                            .find(|o| o.id == r.id)
+                            .get(&r.id)
                             .map(|o| {
                                 o.last_nonce.fetch_max(r.last_nonce, Ordering::SeqCst);
                                 o.last_nonce.clone()
@@ -259,6 +261,59 @@ impl Service {
                 );
             }
             Err(e) => tracing::error!(error = %e, account, "cannot load sessions"),
+        }
+    }
+
+    /// Puts one session (new or renewed, found by its key) at the front of its account's
+    /// cache, reading only that row: creating the 10,000th session must not reload the other
+    /// 9,999. Loads the whole account when its cache is not loaded yet.
+    pub async fn cache_session(&self, account: &str, key: &AuthKey) {
+        let loaded = {
+            let cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(account).is_some_and(|c| c.loaded.is_some())
+        };
+        if !loaded {
+            self.refresh_sessions_now(account).await;
+            return;
+        }
+        let sealer = self.store.sealer().clone();
+        let (acct, k) = (account.to_owned(), key.clone());
+        let row = self
+            .store
+            .call(move |c| sessions::live_by_key(c, &sealer, &acct, &k, now_ms()))
+            .await;
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = cache.get_mut(account) else {
+            return;
+        };
+        let pos = match &row {
+            Ok(Some(r)) => entry.sessions.iter().position(|s| s.id == r.id),
+            _ => entry.sessions.iter().position(|s| s.key == *key),
+        };
+        match (row, pos) {
+            (Ok(Some(_)), Some(i)) => {
+                if let Some(prefix) = entry.sessions.get_mut(..=i) {
+                    prefix.rotate_right(1);
+                }
+            }
+            (Ok(Some(r)), None) => entry.sessions.insert(
+                0,
+                CachedSession {
+                    id: r.id,
+                    key: key.clone(),
+                    app: r.app,
+                    last_nonce: Arc::new(AtomicI64::new(r.last_nonce)),
+                },
+            ),
+            (Ok(None), Some(i)) => {
+                entry.sessions.remove(i);
+            }
+            (Ok(None), None) => {}
+            (Err(e), _) => {
+                tracing::error!(error = %e, account, "cannot load a session");
+                // Next lookup reloads the account.
+                entry.loaded = None;
+            }
         }
     }
 

@@ -484,6 +484,22 @@ pub mod sessions {
         Ok(out)
     }
 
+    /// The live session of an account that has this key, if any.
+    pub fn live_by_key(
+        conn: &Connection,
+        sealer: &Sealer,
+        account: &str,
+        key: &AuthKey,
+        now: i64,
+    ) -> Result<Option<SessionRow>> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE key_hash = ?1 AND account = ?2 AND expire > ?3 AND revoked = 0"
+        ))?;
+        Ok(stmt
+            .query_row(params![sealer.key_hash(key), account, now], session_row)
+            .optional()?)
+    }
+
     /// All sessions (optionally of one account), newest first.
     pub fn list(conn: &Connection, account: Option<&str>) -> Result<Vec<SessionRow>> {
         let mut stmt = conn.prepare(&format!(

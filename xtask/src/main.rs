@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 //!
-//! * `ci`: everything CI runs (fmt, clippy, tests, docs, interop, fuzz smoke, bench build).
+//! * `ci`: everything CI runs (fmt, clippy, tests, docs, schemas, interop, fuzz smoke, bench
+//!   build).
 //! * `vectors`: regenerate the test vectors from the pinned JS libraries.
 //! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
 //! * `interop <crypto|chain|relay> [--count N]`: live cross-check against the JS libraries.
@@ -173,6 +174,7 @@ fn ci(args: &[String]) -> Result<()> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    schemas::validate_schemas()?;
     interop::crypto(200)?;
     interop::chain(500)?;
     relay::interop()?;
