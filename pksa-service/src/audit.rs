@@ -74,11 +74,8 @@ fn row_hash(id: i64, time: i64, e: &Entry, prev: &str) -> String {
 /// Appends an entry (inside the caller's transaction).
 pub fn append(conn: &Connection, e: &Entry) -> Result<i64> {
     let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (id, prev) = match last {
         Some((id, h)) => (id + 1, h),
@@ -86,11 +83,8 @@ pub fn append(conn: &Connection, e: &Entry) -> Result<i64> {
     };
     let time = now_ms();
     let hash = row_hash(id, time, e, &prev);
-    conn.execute(
-        "INSERT INTO audit(id, time, uuid, account, app, cmd, op_types, ops_digest, decision, rule, reason, tx_id, prev_hash, hash)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
-        params![id, time, e.uuid, e.account, e.app, e.cmd, e.op_types, e.ops_digest, e.decision, e.rule, e.reason, e.tx_id, prev, hash],
-    )?;
+    conn.prepare_cached("INSERT INTO audit(id, time, uuid, account, app, cmd, op_types, ops_digest, decision, rule, reason, tx_id, prev_hash, hash)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)")?.execute(params![id, time, e.uuid, e.account, e.app, e.cmd, e.op_types, e.ops_digest, e.decision, e.rule, e.reason, e.tx_id, prev, hash])?;
     Ok(id)
 }
 

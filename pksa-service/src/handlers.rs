@@ -859,7 +859,7 @@ async fn auth(svc: &Service, keys: &AccountKeys, inc: &Incoming, r: &RelayedAuth
         Some(id) if !creating => Box::new(move |c| sessions::touch(c, id, expire)),
         Some(id) => Box::new(move |c| {
             // Re-enrolled expired session: extend it.
-            c.execute("UPDATE sessions SET expire = ?2, max_expire = ?3, token = COALESCE(token, ?4) WHERE id = ?1", rusqlite::params![id, expire, max_exp, token])?;
+            c.prepare_cached("UPDATE sessions SET expire = ?2, max_expire = ?3, token = COALESCE(token, ?4) WHERE id = ?1")?.execute(rusqlite::params![id, expire, max_exp, token])?;
             Ok(())
         }),
         None => Box::new(move |c| {

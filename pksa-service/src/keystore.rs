@@ -286,26 +286,36 @@ impl KeyStore {
             std::fs::read_to_string(path).map_err(|e| KeystoreError::Io(origin.clone(), e))?,
         );
         let mut ks = KeyStore::reference_keys_from_str(&text, &origin)?;
-        let sk_path = path.with_extension("statekey");
+        ks.use_state_key_file(&path.with_extension("statekey"))?;
+        tracing::warn!(path = %origin, "using a plaintext keys.json: prefer an encrypted keystore (pksa-service import)");
+        Ok(ks)
+    }
+
+    /// Takes the state key from a file (mode 0600, hex), writing this keystore's key there
+    /// first when the file does not exist: for keystores without a place of their own for it
+    /// (a plaintext keys.json, the sandbox's state directory).
+    pub fn use_state_key_file(&mut self, sk_path: &Path) -> Result<(), KeystoreError> {
         if sk_path.exists() {
-            check_private_mode(&sk_path)?;
+            check_private_mode(sk_path)?;
             let hexs = Zeroizing::new(
-                std::fs::read_to_string(&sk_path)
+                std::fs::read_to_string(sk_path)
                     .map_err(|e| KeystoreError::Io(sk_path.display().to_string(), e))?,
             );
-            let bytes = hex::decode(hexs.trim()).map_err(|_| {
-                KeystoreError::Format(sk_path.display().to_string(), "bad state key".into())
-            })?;
-            ks.state_key = SecretBytes::new(bytes);
+            let bytes = hex::decode(hexs.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    KeystoreError::Format(sk_path.display().to_string(), "bad state key".into())
+                })?;
+            self.state_key = SecretBytes::new(bytes);
         } else {
             write_private_atomic(
-                &sk_path,
-                hex::encode(ks.state_key.expose_secret()).as_bytes(),
+                sk_path,
+                hex::encode(self.state_key.expose_secret()).as_bytes(),
             )
             .map_err(|e| KeystoreError::Io(sk_path.display().to_string(), e))?;
         }
-        tracing::warn!(path = %origin, "using a plaintext keys.json: prefer an encrypted keystore (pksa-service import)");
-        Ok(ks)
+        Ok(())
     }
 
     /// Parses reference keys.json text.

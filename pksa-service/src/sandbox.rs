@@ -149,6 +149,11 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         .map_err(anyhow::Error::msg)?;
     ks.add(&account, KeyRole::Active, active.clone())
         .map_err(anyhow::Error::msg)?;
+    // A kept state directory keeps its state key too, so its sessions survive a restart.
+    if opts.dir.is_some() {
+        ks.use_state_key_file(&dir.join("sandbox.statekey"))
+            .map_err(anyhow::Error::msg)?;
+    }
     let store = Store::open(
         &dir.join("pksa-state.sqlite"),
         Sealer::new(ks.state_key().clone()),

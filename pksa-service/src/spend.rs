@@ -22,11 +22,11 @@ fn show(counter: &str, units: i64) -> String {
 /// Amount spent on `counter` by `account` during the last `window_secs`.
 pub fn spent(conn: &Connection, counter: &str, account: &str, window_secs: u64) -> Result<i64> {
     let since = now_ms() - (window_secs as i64) * 1000;
-    let v: Option<i64> = conn.query_row(
-        "SELECT SUM(amount) FROM spend WHERE counter = ?1 AND account = ?2 AND time > ?3",
-        params![counter, account, since],
-        |r| r.get(0),
-    )?;
+    let v: Option<i64> = conn
+        .prepare_cached(
+            "SELECT SUM(amount) FROM spend WHERE counter = ?1 AND account = ?2 AND time > ?3",
+        )?
+        .query_row(params![counter, account, since], |r| r.get(0))?;
     Ok(v.unwrap_or(0))
 }
 
@@ -53,10 +53,10 @@ pub fn check_and_record(
     }
     let now = now_ms();
     for s in spends {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO spend(counter, account, amount, time, uuid) VALUES (?1,?2,?3,?4,?5)",
-            params![s.counter, account, s.amount, now, uuid],
-        )?;
+        )?
+        .execute(params![s.counter, account, s.amount, now, uuid])?;
     }
     Ok(())
 }

@@ -33,6 +33,11 @@ pub enum StoreError {
     /// A session key could not be decrypted with the state key.
     #[error("state store: a session key does not decrypt with this keystore's state key")]
     KeyDecrypt,
+    /// The store was sealed with another state key (another keystore).
+    #[error(
+        "{0}: this state file was written with another keystore's state key; use that keystore, or move the state file away to start with no sessions"
+    )]
+    WrongStateKey(String),
     /// A rule of the data was broken (e.g. nonce not increasing).
     #[error("{0}")]
     Conflict(String),
@@ -118,6 +123,15 @@ impl Sealer {
             .map_err(|_| StoreError::KeyDecrypt)
     }
 
+    /// A keyed hash that identifies the state key without revealing it (kept in the store's
+    /// meta table, so a store is never used with another keystore's key).
+    fn check_value(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"pksa-state-key-check");
+        h.update(self.key.expose_secret());
+        hex::encode(h.finalize())
+    }
+
     /// A keyed hash of an auth_key (its identity in the store).
     pub fn key_hash(&self, key: &AuthKey) -> String {
         let mut h = Sha256::new();
@@ -201,11 +215,8 @@ fn migrate(conn: &Connection) -> Result<()> {
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     )?;
     let current: usize = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
+        .prepare_cached("SELECT value FROM meta WHERE key = 'schema_version'")?
+        .query_row([], |r| r.get::<_, String>(0))
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
@@ -238,6 +249,8 @@ fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
         if sync == Sync::Full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every hot statement goes through the cache (see `run`): more than rusqlite's default 16.
+    conn.set_prepared_statement_cache_capacity(64);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -245,6 +258,36 @@ fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
     }
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// Records the state key's check value on first use; refuses a store written with another
+/// key (its sessions could not be read: every app would silently lose its session).
+fn check_state_key(conn: &Connection, sealer: &Sealer, path: &Path) -> Result<()> {
+    let ours = sealer.check_value();
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'state_key_check'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    match stored {
+        Some(v) if v == ours => Ok(()),
+        Some(_) => Err(StoreError::WrongStateKey(path.display().to_string())),
+        None => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('state_key_check', ?1)",
+            )?
+            .execute([&ours])?;
+            // Another process may have won the race with its own key.
+            let now: Option<String> = conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'state_key_check'")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            if now.as_deref() == Some(ours.as_str()) {
+                Ok(())
+            } else {
+                Err(StoreError::WrongStateKey(path.display().to_string()))
+            }
+        }
+    }
 }
 
 fn writer(conn: Connection, jobs: std_mpsc::Receiver<Job>) {
@@ -256,7 +299,7 @@ fn writer(conn: Connection, jobs: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch {
                 let (_, deliver) = job(None);
@@ -266,17 +309,17 @@ fn writer(conn: Connection, jobs: std_mpsc::Receiver<Job>) {
         }
         let mut delivers = Vec::with_capacity(batch.len());
         for job in batch {
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = run(&conn, "SAVEPOINT job");
             let (ok, deliver) = job(Some(&conn));
             if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO job");
+                let _ = run(&conn, "ROLLBACK TO job");
             }
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = run(&conn, "RELEASE job");
             delivers.push(deliver);
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = run(&conn, "COMMIT").map_err(|e| e.to_string());
         if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(&conn, "ROLLBACK");
         }
         for d in delivers {
             d(committed.clone());
@@ -284,10 +327,17 @@ fn writer(conn: Connection, jobs: std_mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs a parameterless statement through the statement cache (the writer runs several per
+/// batch: parsing them each time cost more than the writes).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 impl Store {
     /// Opens (creating and migrating) the store at `path`.
     pub fn open(path: &Path, sealer: Sealer, sync: Sync) -> Result<Self> {
         let conn = open_connection(path, sync)?;
+        check_state_key(&conn, &sealer, path)?;
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("pksa-store".into())
@@ -356,7 +406,9 @@ impl Store {
 
 /// SQLite's `data_version`: changes when another connection (another process) commits.
 pub fn data_version(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Milliseconds since the epoch.
@@ -432,32 +484,27 @@ pub mod sessions {
         last_nonce: i64,
     ) -> Result<i64> {
         let sealed = sealer.seal(key.expose_secret().as_bytes())?;
-        conn.execute(
-            "INSERT INTO sessions(account, app, key_enc, key_hash, token, expire, max_expire, last_nonce, created, origin) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            params![account, app, sealed, sealer.key_hash(key), token, expire, max_expire, last_nonce, now_ms(), origin],
-        )?;
+        conn.prepare_cached("INSERT INTO sessions(account, app, key_enc, key_hash, token, expire, max_expire, last_nonce, created, origin) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?.execute(params![account, app, sealed, sealer.key_hash(key), token, expire, max_expire, last_nonce, now_ms(), origin])?;
         Ok(conn.last_insert_rowid())
     }
 
     /// A session by id.
     pub fn get(conn: &Connection, id: i64) -> Result<Option<SessionRow>> {
         Ok(conn
-            .query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"),
-                [id],
-                session_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+            ))?
+            .query_row([id], session_row)
             .optional()?)
     }
 
     /// A session by its key.
     pub fn by_key(conn: &Connection, sealer: &Sealer, key: &AuthKey) -> Result<Option<SessionRow>> {
         Ok(conn
-            .query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions WHERE key_hash = ?1"),
-                [sealer.key_hash(key)],
-                session_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE key_hash = ?1"
+            ))?
+            .query_row([sealer.key_hash(key)], session_row)
             .optional()?)
     }
 
@@ -477,9 +524,19 @@ pub mod sessions {
         let mut out = vec![];
         for row in rows {
             let (s, sealed) = row?;
-            let plain = sealer.open(&sealed)?;
-            let text = String::from_utf8(plain).map_err(|_| StoreError::KeyDecrypt)?;
-            out.push((s, AuthKey::new(text)));
+            // One unreadable row (sealed under another key, damaged) must not take every
+            // other session of the account down with it: it is skipped (and unusable).
+            match sealer
+                .open(&sealed)
+                .and_then(|p| String::from_utf8(p).map_err(|_| StoreError::KeyDecrypt))
+            {
+                Ok(text) => out.push((s, AuthKey::new(text))),
+                Err(_) => tracing::error!(
+                    session = s.id,
+                    account = %s.account,
+                    "a session key does not decrypt with this keystore's state key; skipped"
+                ),
+            }
         }
         Ok(out)
     }
@@ -511,24 +568,22 @@ pub mod sessions {
 
     /// Revokes a session. Returns whether it existed.
     pub fn revoke(conn: &Connection, id: i64) -> Result<bool> {
-        Ok(conn.execute("UPDATE sessions SET revoked = 1 WHERE id = ?1", [id])? > 0)
+        Ok(conn
+            .prepare_cached("UPDATE sessions SET revoked = 1 WHERE id = ?1")?
+            .execute([id])?
+            > 0)
     }
 
     /// Records a use and a new expiry.
     pub fn touch(conn: &Connection, id: i64, expire: i64) -> Result<()> {
-        conn.execute(
-            "UPDATE sessions SET expire = ?2, last_used = ?3 WHERE id = ?1",
-            params![id, expire, now_ms()],
-        )?;
+        conn.prepare_cached("UPDATE sessions SET expire = ?2, last_used = ?3 WHERE id = ?1")?
+            .execute(params![id, expire, now_ms()])?;
         Ok(())
     }
 
     /// Accepts `nonce` only if it is greater than the session's last nonce, and stores it.
     pub fn advance_nonce(conn: &Connection, id: i64, nonce: i64) -> Result<()> {
-        let n = conn.execute(
-            "UPDATE sessions SET last_nonce = ?2, last_used = ?3 WHERE id = ?1 AND last_nonce < ?2 AND revoked = 0",
-            params![id, nonce, now_ms()],
-        )?;
+        let n = conn.prepare_cached("UPDATE sessions SET last_nonce = ?2, last_used = ?3 WHERE id = ?1 AND last_nonce < ?2 AND revoked = 0")?.execute(params![id, nonce, now_ms()])?;
         if n == 1 {
             Ok(())
         } else {
@@ -542,10 +597,7 @@ pub mod sessions {
     /// `service::CachedSession::reserve`): the stored value only grows, so requests that
     /// commit out of order cannot lower it. Fails if the session was revoked meanwhile.
     pub fn record_nonce(conn: &Connection, id: i64, nonce: i64) -> Result<()> {
-        let n = conn.execute(
-            "UPDATE sessions SET last_nonce = MAX(last_nonce, ?2), last_used = ?3 WHERE id = ?1 AND revoked = 0",
-            params![id, nonce, now_ms()],
-        )?;
+        let n = conn.prepare_cached("UPDATE sessions SET last_nonce = MAX(last_nonce, ?2), last_used = ?3 WHERE id = ?1 AND revoked = 0")?.execute(params![id, nonce, now_ms()])?;
         if n == 1 {
             Ok(())
         } else {
@@ -572,24 +624,21 @@ pub mod answers {
     /// By uuid.
     pub fn get(conn: &Connection, uuid: &str) -> Result<Option<Answer>> {
         Ok(conn
-            .query_row(
-                "SELECT uuid, session_id, outcome FROM answers WHERE uuid = ?1",
-                [uuid],
-                |r| {
-                    Ok(Answer {
-                        uuid: r.get(0)?,
-                        session_id: r.get(1)?,
-                        outcome: r.get(2)?,
-                    })
-                },
-            )
+            .prepare_cached("SELECT uuid, session_id, outcome FROM answers WHERE uuid = ?1")?
+            .query_row([uuid], |r| {
+                Ok(Answer {
+                    uuid: r.get(0)?,
+                    session_id: r.get(1)?,
+                    outcome: r.get(2)?,
+                })
+            })
             .optional()?)
     }
 
     /// By the hash of the encrypted request data (the same request through another server).
     pub fn by_data(conn: &Connection, data_hash: &str) -> Result<Option<Answer>> {
         Ok(conn
-            .query_row("SELECT uuid, session_id, outcome FROM answers WHERE data_hash = ?1 ORDER BY created LIMIT 1", [data_hash], |r| {
+            .prepare_cached("SELECT uuid, session_id, outcome FROM answers WHERE data_hash = ?1 ORDER BY created LIMIT 1")?.query_row([data_hash], |r| {
                 Ok(Answer { uuid: r.get(0)?, session_id: r.get(1)?, outcome: r.get(2)? })
             })
             .optional()?)
@@ -607,16 +656,15 @@ pub mod answers {
         outcome: &str,
         expire: i64,
     ) -> Result<()> {
-        conn.execute(
-            "INSERT OR REPLACE INTO answers(uuid, data_hash, account, cmd, session_id, outcome, expire, created) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
-            params![uuid, data_hash, account, cmd, session_id, outcome, expire, now_ms()],
-        )?;
+        conn.prepare_cached("INSERT OR REPLACE INTO answers(uuid, data_hash, account, cmd, session_id, outcome, expire, created) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)")?.execute(params![uuid, data_hash, account, cmd, session_id, outcome, expire, now_ms()])?;
         Ok(())
     }
 
     /// Removes answers whose request expired more than `keep_ms` ago.
     pub fn purge(conn: &Connection, now: i64, keep_ms: i64) -> Result<usize> {
-        Ok(conn.execute("DELETE FROM answers WHERE expire < ?1", [now - keep_ms])?)
+        Ok(conn
+            .prepare_cached("DELETE FROM answers WHERE expire < ?1")?
+            .execute([now - keep_ms])?)
     }
 }
 
@@ -629,20 +677,16 @@ pub mod enrollments {
 
     /// Opens a window for `account` (and optionally one app) until `until` (ms).
     pub fn open(conn: &Connection, account: &str, app: Option<&str>, until: i64) -> Result<i64> {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO enrollments(account, app, until, created) VALUES (?1,?2,?3,?4)",
-            params![account, app, until, now_ms()],
-        )?;
+        )?
+        .execute(params![account, app, until, now_ms()])?;
         Ok(conn.last_insert_rowid())
     }
 
     /// Whether a window is open for (account, app) at `now`.
     pub fn is_open(conn: &Connection, account: &str, app: &str, now: i64) -> Result<bool> {
-        let n: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM enrollments WHERE account = ?1 AND (app IS NULL OR app = ?2) AND until > ?3",
-            params![account, app, now],
-            |r| r.get(0),
-        )?;
+        let n: i64 = conn.prepare_cached("SELECT COUNT(*) FROM enrollments WHERE account = ?1 AND (app IS NULL OR app = ?2) AND until > ?3")?.query_row(params![account, app, now], |r| r.get(0))?;
         Ok(n > 0)
     }
 
@@ -657,10 +701,9 @@ pub mod enrollments {
 
     /// Closes every window of an account now.
     pub fn close(conn: &Connection, account: &str) -> Result<usize> {
-        Ok(conn.execute(
-            "UPDATE enrollments SET until = ?2 WHERE account = ?1 AND until > ?2",
-            params![account, now_ms()],
-        )?)
+        Ok(conn
+            .prepare_cached("UPDATE enrollments SET until = ?2 WHERE account = ?1 AND until > ?2")?
+            .execute(params![account, now_ms()])?)
     }
 }
 
@@ -677,6 +720,72 @@ mod tests {
         )
         .unwrap();
         (dir, s)
+    }
+
+    #[tokio::test]
+    async fn a_store_refuses_another_state_key_and_skips_unreadable_rows() {
+        let (d, s) = store();
+        let path = s.path().to_path_buf();
+        // Another keystore's key: refused at open, naming the file.
+        let e = Store::open(
+            &path,
+            Sealer::new(SecretBytes::new(vec![8; 32])),
+            Sync::Normal,
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::WrongStateKey(_)), "{e}");
+        assert!(e.to_string().contains("s.sqlite"), "{e}");
+        // The right key opens it again.
+        drop(
+            Store::open(
+                &path,
+                Sealer::new(SecretBytes::new(vec![7; 32])),
+                Sync::Normal,
+            )
+            .unwrap(),
+        );
+        // A row sealed under another key (a store from before the check, a damaged row) is
+        // skipped; the account's other sessions still load.
+        let good = AuthKey::generate();
+        let (sealer, g) = (s.sealer().clone(), good.clone());
+        let foreign = Sealer::new(SecretBytes::new(vec![9; 32]));
+        s.call(move |c| {
+            sessions::insert(
+                c,
+                &foreign,
+                "alice",
+                "old",
+                &AuthKey::generate(),
+                now_ms() + 60_000,
+                now_ms() + 60_000,
+                "enroll",
+                None,
+                0,
+            )?;
+            sessions::insert(
+                c,
+                &sealer,
+                "alice",
+                "app",
+                &g,
+                now_ms() + 60_000,
+                now_ms() + 60_000,
+                "enroll",
+                None,
+                0,
+            )
+        })
+        .await
+        .unwrap();
+        let sealer = s.sealer().clone();
+        let live = s
+            .call(move |c| sessions::live_with_keys(c, &sealer, "alice", now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].1, good);
+        assert_eq!(live[0].0.app, "app");
+        drop(d);
     }
 
     #[tokio::test]

@@ -15,3 +15,4 @@ mod faults;
 mod flows;
 mod hostile;
 mod reference_bugs;
+mod sandbox;

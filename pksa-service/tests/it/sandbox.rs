@@ -1,0 +1,196 @@
+//! The zero-config sandbox (the README's first command): the demo through the real binary,
+//! and a kept state directory across restarts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use has_client::{AuthMode, HasClient, SignResult};
+use has_protocol::KeyType;
+use pksa_service::sandbox::{self, Options};
+use pksa_service::service;
+
+use crate::env::{Env, vote};
+
+/// Kills the child on drop (a failing test leaves no process behind).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_drives_every_flow_through_the_binary_and_exits_0() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_pksa-service"))
+            .args(["sandbox", "--demo"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the demo did not finish in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "demo failed: {out}\n{err}");
+    // Every step the README promises is printed.
+    for what in [
+        "challenge",
+        "broadcast",
+        "sign only",
+        "denied",
+        "replayed nonce",
+    ] {
+        assert!(
+            out.to_lowercase().contains(what),
+            "the demo printed no {what:?} step:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn json_line_describes_a_usable_sandbox() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_pksa-service"))
+            .args(["sandbox", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    for k in ["relay_url", "hive_api_url", "account", "auth_req_secret"] {
+        assert!(
+            info[k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k} in {line}"
+        );
+    }
+    for role in ["owner", "active", "posting", "memo"] {
+        assert!(
+            info["public_keys"][role]
+                .as_str()
+                .is_some_and(|k| k.starts_with("STM")),
+            "{role} key in {line}"
+        );
+    }
+    // The printed details are enough to authenticate and sign.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = HasClient::connect(info["relay_url"].as_str().unwrap())
+            .await
+            .unwrap()
+            .with_chain(
+                service::rpc_client(vec![info["hive_api_url"].as_str().unwrap().into()]).unwrap(),
+            );
+        let account = info["account"].as_str().unwrap();
+        let s = client
+            .authenticate(
+                account,
+                Env::app("script"),
+                None,
+                AuthMode::ServiceSecret(has_protocol::AuthReqSecret::new(
+                    info["auth_req_secret"].as_str().unwrap().to_owned(),
+                )),
+            )
+            .await
+            .unwrap();
+        let r = client
+            .sign(&s, vec![vote(account, "json-line")], KeyType::Posting, true)
+            .await
+            .unwrap();
+        assert!(matches!(r, SignResult::Broadcast { .. }), "{r:?}");
+    });
+}
+
+#[tokio::test]
+async fn a_kept_directory_keeps_its_sessions_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options {
+        port: 0,
+        hive_port: 0,
+        dir: Some(dir.path().to_path_buf()),
+        metrics: None,
+        account: Some("kept-sandbox".into()),
+        password: Some("kept-sandbox-password".into()),
+        relay: None,
+    };
+    let sb = sandbox::start(opts()).await.unwrap();
+    let client = HasClient::connect(&sb.relay_url)
+        .await
+        .unwrap()
+        .with_chain(service::rpc_client(vec![sb.hive_api_url.clone()]).unwrap());
+    let session = client
+        .authenticate(
+            &sb.account,
+            Env::app("kept"),
+            None,
+            AuthMode::ServiceSecret(sb.secret.clone()),
+        )
+        .await
+        .unwrap();
+    client
+        .sign(
+            &session,
+            vec![vote(&sb.account, "before")],
+            KeyType::Posting,
+            false,
+        )
+        .await
+        .unwrap();
+    drop(client);
+    sb.stop().await.unwrap();
+
+    // Restarted on the same directory: the app's session still signs, and re-authenticates
+    // with its key.
+    let sb = sandbox::start(opts()).await.unwrap();
+    let client = HasClient::connect(&sb.relay_url)
+        .await
+        .unwrap()
+        .with_chain(service::rpc_client(vec![sb.hive_api_url.clone()]).unwrap());
+    let r = client
+        .sign(
+            &session,
+            vec![vote(&sb.account, "after")],
+            KeyType::Posting,
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, SignResult::Signed { .. }), "{r:?}");
+    client
+        .authenticate(
+            &sb.account,
+            Env::app("kept"),
+            None,
+            AuthMode::ExistingKey(session.auth_key.clone()),
+        )
+        .await
+        .unwrap();
+    drop(client);
+    sb.stop().await.unwrap();
+
+    // A state key that is not the one the store was written with is refused with a clear
+    // error, not a service that silently answers nothing.
+    std::fs::write(dir.path().join("sandbox.statekey"), "00".repeat(32)).unwrap();
+    let e = sandbox::start(opts()).await.unwrap_err().to_string();
+    assert!(e.contains("another keystore"), "{e}");
+}
