@@ -298,8 +298,7 @@ pub async fn handle(
         return Answer { reply: None };
     }
     let hash = data_hash(inc.kind, &inc.data);
-    let lock = svc.inflight_lock(&hash);
-    let _guard = lock.lock().await;
+    let _inflight = svc.inflight(&hash).await;
 
     // Re-delivery: this uuid, or this exact request through another server.
     let (uuid_s, hash_s) = (inc.uuid.to_string(), hash.clone());

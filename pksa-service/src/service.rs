@@ -166,6 +166,32 @@ pub struct Service {
     pub servers: Vec<(String, Arc<ServerStatus>)>,
 }
 
+/// A request being processed; see [`Service::inflight`].
+pub struct Inflight<'a> {
+    svc: &'a Service,
+    hash: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::fmt::Debug for Inflight<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflight")
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.svc.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        // Held by the map, `lock` and the guard: nobody else waits for it.
+        if Arc::strong_count(&self.lock) <= 3 {
+            m.remove(&self.hash);
+        }
+    }
+}
+
 impl Service {
     /// Builds the service state.
     pub fn new(
@@ -403,13 +429,29 @@ impl Service {
             .unwrap_or_default()
     }
 
-    /// A lock serializing the processing of identical requests.
-    pub fn inflight_lock(&self, data_hash: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 10_000 {
-            m.retain(|_, v| Arc::strong_count(v) > 1);
+    /// Serializes the processing of identical requests (the same request through two HAS
+    /// servers): the second waits for the first, then finds its stored answer. The entry
+    /// leaves the map when its last holder is done, so the map holds only requests in flight.
+    pub async fn inflight(&self, data_hash: &str) -> Inflight<'_> {
+        let lock = {
+            let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry(data_hash.to_owned()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        Inflight {
+            svc: self,
+            hash: data_hash.to_owned(),
+            lock,
+            _guard: guard,
         }
-        m.entry(data_hash.to_owned()).or_default().clone()
+    }
+
+    /// Requests being processed (for tests).
+    pub fn inflight_len(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// The head block for TaPoS, from a cache younger than a second or from the node.

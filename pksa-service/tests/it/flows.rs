@@ -414,6 +414,35 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
     assert_eq!(a3["uuid"], "u-2");
     c2.check_pok(&a3, &alice);
     assert_eq!(node.recorded().len(), 1, "one signature, one broadcast");
+
+    // The same new request through both servers at once: decided once, answered on each.
+    let data = SignReqData {
+        nonce: Some(UnixMillis(now_ms() as u64 + 1)),
+        ops: vec![vote("alice", "twice-at-once")],
+        ..data
+    };
+    let enc = Encrypted::encrypt(&data, &key);
+    let relayed = |uuid: &str| {
+        encode(&RelayToPksa::SignReq(RelayedSignReq {
+            account: "alice".parse().unwrap(),
+            data: enc.clone(),
+            uuid: RequestId::try_from(uuid.to_owned()).unwrap(),
+            expire: UnixMillis(now_ms() as u64 + 60_000),
+            token: None,
+        }))
+    };
+    c1.send(relayed("u-3")).await;
+    c2.send(relayed("u-4")).await;
+    let (b1, b2) = (c1.recv().await.unwrap(), c2.recv().await.unwrap());
+    assert_eq!(b1["cmd"], "sign_ack");
+    assert_eq!(b1["data"], b2["data"]);
+    assert_eq!(
+        node.recorded().len(),
+        2,
+        "one more signature, one more broadcast"
+    );
+    // Nothing is left behind by requests that are done.
+    assert_eq!(svc.inflight_len(), 0);
     let _ = stop.send(true);
     let _ = task.await;
 }
