@@ -249,6 +249,9 @@ fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
         if sync == Sync::Full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 1 MiB of page cache (SQLite's default is 2): the hot pages are the tails of the answers
+    // and audit tables and the session index; the rest comes from the OS page cache.
+    conn.pragma_update(None, "cache_size", -1024)?;
     // Every hot statement goes through the cache (see `run`): more than rusqlite's default 16.
     conn.set_prepared_statement_cache_capacity(64);
     #[cfg(unix)]
@@ -369,6 +372,8 @@ impl Store {
         // no commit, and no reply waiting for it, stalls while the WAL is copied back.
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
         let ck = open_connection(path, sync)?;
+        // The checkpoint copies pages from the WAL to the file: it needs no page cache.
+        ck.pragma_update(None, "cache_size", -64)?;
         let spawned = std::thread::Builder::new()
             .name("pksa-checkpoint".into())
             .spawn(move || checkpointer(ck, woken));
