@@ -541,7 +541,7 @@ async fn redeliver(
             .await
             .into_iter()
             .find(|s| s.id == id)
-            .map(|s| s.key),
+            .map(|s| s.key.clone()),
         None => None,
     };
     if let Outcome::Signing { signed, tx_id } = &outcome {
@@ -691,7 +691,7 @@ async fn auth(svc: &Service, keys: &AccountKeys, inc: &Incoming, r: &RelayedAuth
             }
         },
         None => match resolve(svc, &inc.account, &r.data).await {
-            Resolved::Found { session, payload } => (session.key, payload),
+            Resolved::Found { session, payload } => (session.key.clone(), payload),
             Resolved::Invalid { id, key, message } => {
                 let o = encrypted_error(&format!("invalid request: {message}"), &key);
                 return Decided {
@@ -933,7 +933,7 @@ async fn challenge(
             );
         }
     };
-    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
+    let (id, key, app) = (session.id, session.key.clone(), session.app.to_string());
     let mut e = entry(inc, &app);
     e.ops_digest = audit::digest(&data.challenge);
     e.op_types = if data.decrypt == Some(true) {
@@ -1088,7 +1088,7 @@ async fn sign(
             return commit_and_reply(svc, server_key, keys, inc, hash, d).await;
         }
     };
-    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
+    let (id, key, app) = (session.id, session.key.clone(), session.app.to_string());
     let mut e = entry(inc, &app);
     let ops_json = Value::Array(data.ops.clone()).to_string();
     e.ops_digest = audit::digest(&ops_json);
