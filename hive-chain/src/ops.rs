@@ -407,7 +407,7 @@ macro_rules! operations {
                 }
             }
 
-            fn from_body(name: &str, body: Value) -> Result<Self> {
+            fn from_body(name: &str, body: &Value) -> Result<Self> {
                 match name {
                     $( $name => Ok(Operation::$variant(parse_body(name, body)?)), )*
                     other => Err(Error::UnknownOperation(other.to_owned())),
@@ -427,12 +427,12 @@ operations! {
     6 "limit_order_cancel" LimitOrderCancel(LimitOrderCancel),
     7 "feed_publish" FeedPublish(FeedPublish),
     8 "convert" Convert(Convert),
-    9 "account_create" AccountCreate(AccountCreate),
-    10 "account_update" AccountUpdate(AccountUpdate),
-    11 "witness_update" WitnessUpdate(WitnessUpdate),
+    9 "account_create" AccountCreate(Box<AccountCreate>),
+    10 "account_update" AccountUpdate(Box<AccountUpdate>),
+    11 "witness_update" WitnessUpdate(Box<WitnessUpdate>),
     12 "account_witness_vote" AccountWitnessVote(AccountWitnessVote),
     13 "account_witness_proxy" AccountWitnessProxy(AccountWitnessProxy),
-    14 "pow" Pow(Pow),
+    14 "pow" Pow(Box<Pow>),
     15 "custom" Custom(Custom),
     16 "witness_block_approve" WitnessBlockApprove(WitnessBlockApprove),
     17 "delete_comment" DeleteComment(DeleteComment),
@@ -441,14 +441,14 @@ operations! {
     20 "set_withdraw_vesting_route" SetWithdrawVestingRoute(SetWithdrawVestingRoute),
     21 "limit_order_create2" LimitOrderCreate2(LimitOrderCreate2),
     22 "claim_account" ClaimAccount(ClaimAccount),
-    23 "create_claimed_account" CreateClaimedAccount(CreateClaimedAccount),
+    23 "create_claimed_account" CreateClaimedAccount(Box<CreateClaimedAccount>),
     24 "request_account_recovery" RequestAccountRecovery(RequestAccountRecovery),
     25 "recover_account" RecoverAccount(RecoverAccount),
     26 "change_recovery_account" ChangeRecoveryAccount(ChangeRecoveryAccount),
     27 "escrow_transfer" EscrowTransfer(EscrowTransfer),
     28 "escrow_dispute" EscrowDispute(EscrowDispute),
     29 "escrow_release" EscrowRelease(EscrowRelease),
-    30 "pow2" Pow2(Pow2Op),
+    30 "pow2" Pow2(Box<Pow2Op>),
     31 "escrow_approve" EscrowApprove(EscrowApprove),
     32 "transfer_to_savings" TransferToSavings(TransferToSavings),
     33 "transfer_from_savings" TransferFromSavings(TransferFromSavings),
@@ -459,9 +459,9 @@ operations! {
     38 "set_reset_account" SetResetAccount(SetResetAccount),
     39 "claim_reward_balance" ClaimRewardBalance(ClaimRewardBalance),
     40 "delegate_vesting_shares" DelegateVestingShares(DelegateVestingShares),
-    41 "account_create_with_delegation" AccountCreateWithDelegation(AccountCreateWithDelegation),
+    41 "account_create_with_delegation" AccountCreateWithDelegation(Box<AccountCreateWithDelegation>),
     42 "witness_set_properties" WitnessSetProperties(WitnessSetProperties),
-    43 "account_update2" AccountUpdate2(AccountUpdate2),
+    43 "account_update2" AccountUpdate2(Box<AccountUpdate2>),
     44 "create_proposal" CreateProposal(CreateProposal),
     45 "update_proposal_votes" UpdateProposalVotes(UpdateProposalVotes),
     46 "remove_proposal" RemoveProposal(RemoveProposal),
@@ -470,13 +470,18 @@ operations! {
     49 "recurrent_transfer" RecurrentTransfer(RecurrentTransfer),
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(op: &str, body: Value) -> Result<T> {
+fn parse_body<T: serde::de::DeserializeOwned>(op: &str, body: &Value) -> Result<T> {
     if !body.is_object() {
         return Err(Error::Operation {
             op: op.to_owned(),
             field: ".".into(),
             message: "fields must be a JSON object".into(),
         });
+    }
+    // Fast path without path tracking; a failure (rare) is parsed again with it, to name the
+    // field in the error.
+    if let Ok(v) = T::deserialize(body) {
+        return Ok(v);
     }
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
@@ -491,18 +496,19 @@ fn parse_body<T: serde::de::DeserializeOwned>(op: &str, body: Value) -> Result<T
 impl Operation {
     /// Parses one operation from either JSON form. `index` is only used in error messages.
     pub fn from_json(value: Value, index: usize) -> Result<Self> {
-        let (name, body) = match value {
-            Value::Array(mut a) if a.len() == 2 => {
-                let body = a.pop().unwrap_or_default();
-                match a.pop() {
-                    Some(Value::String(n)) => (n, body),
-                    _ => return Err(Error::OperationShape(index)),
-                }
-            }
-            Value::Object(mut o) => match (o.remove("type"), o.remove("value")) {
+        Operation::from_json_ref(&value, index)
+    }
+
+    /// [`Operation::from_json`] without taking ownership (nothing is cloned).
+    pub fn from_json_ref(value: &Value, index: usize) -> Result<Self> {
+        let (name, body): (&str, &Value) = match value {
+            Value::Array(a) if a.len() == 2 => match (a.first(), a.get(1)) {
+                (Some(Value::String(n)), Some(body)) => (n.as_str(), body),
+                _ => return Err(Error::OperationShape(index)),
+            },
+            Value::Object(o) => match (o.get("type"), o.get("value")) {
                 (Some(Value::String(t)), Some(body)) => {
-                    let n = t.strip_suffix("_operation").unwrap_or(&t).to_owned();
-                    (n, body)
+                    (t.strip_suffix("_operation").unwrap_or(t), body)
                 }
                 _ => return Err(Error::OperationShape(index)),
             },
@@ -510,16 +516,15 @@ impl Operation {
         };
         // hived's current name for op 16; dhive/hive-js still call it report_over_production
         // with a different layout, which no HAS app can meaningfully send.
-        Operation::from_body(&name, body)
+        Operation::from_body(name, body)
     }
 
     /// Parses a list of operations (the `ops` of a sign_req).
     pub fn list_from_json(values: &[Value]) -> Result<Vec<Self>> {
         values
             .iter()
-            .cloned()
             .enumerate()
-            .map(|(i, v)| Operation::from_json(v, i))
+            .map(|(i, v)| Operation::from_json_ref(v, i))
             .collect()
     }
 
