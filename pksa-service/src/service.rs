@@ -191,8 +191,7 @@ pub struct Service {
 pub struct Inflight<'a> {
     svc: &'a Service,
     hash: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl std::fmt::Debug for Inflight<'_> {
@@ -206,10 +205,18 @@ impl std::fmt::Debug for Inflight<'_> {
 impl Drop for Inflight<'_> {
     fn drop(&mut self) {
         let mut m = self.svc.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        // Held by the map, `lock` and the guard: nobody else waits for it.
-        if Arc::strong_count(&self.lock) <= 3 {
+        // Held by the map and the guard only: nobody else waits for it.
+        if Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&self.guard)) <= 2 {
             m.remove(&self.hash);
         }
+    }
+}
+
+/// Most recently used first: the session at `i` moves to the front, the others keep their
+/// order.
+fn move_to_front(sessions: &mut [CachedSession], i: usize) {
+    if let Some(prefix) = sessions.get_mut(..=i) {
+        prefix.rotate_right(1);
     }
 }
 
@@ -331,11 +338,7 @@ impl Service {
             _ => entry.sessions.iter().position(|s| s.key == *key),
         };
         match (row, pos) {
-            (Ok(Some(_)), Some(i)) => {
-                if let Some(prefix) = entry.sessions.get_mut(..=i) {
-                    prefix.rotate_right(1);
-                }
-            }
+            (Ok(Some(_)), Some(i)) => move_to_front(&mut entry.sessions, i),
             (Ok(Some(r)), None) => entry.sessions.insert(
                 0,
                 CachedSession::new(r.id, key.clone(), &r.app, r.last_nonce),
@@ -369,9 +372,7 @@ impl Service {
             };
             match data.decrypt(&s.key) {
                 Ok(payload) => {
-                    if let Some(prefix) = entry.sessions.get_mut(..=i) {
-                        prefix.rotate_right(1);
-                    }
+                    move_to_front(&mut entry.sessions, i);
                     let session = entry.sessions.first()?.clone();
                     return Some(Resolved::Found { session, payload });
                 }
@@ -446,12 +447,10 @@ impl Service {
             let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             m.entry(data_hash.to_owned()).or_default().clone()
         };
-        let guard = lock.clone().lock_owned().await;
         Inflight {
             svc: self,
             hash: data_hash.to_owned(),
-            lock,
-            _guard: guard,
+            guard: lock.lock_owned().await,
         }
     }
 

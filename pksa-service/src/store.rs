@@ -267,29 +267,17 @@ fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
 /// key (its sessions could not be read: every app would silently lose its session).
 fn check_state_key(conn: &Connection, sealer: &Sealer, path: &Path) -> Result<()> {
     let ours = sealer.check_value();
-    let stored: Option<String> = conn
+    // First use records ours; whatever is stored then (ours, or another process's that won
+    // the race, or an older one) decides.
+    conn.prepare_cached("INSERT OR IGNORE INTO meta(key, value) VALUES ('state_key_check', ?1)")?
+        .execute([&ours])?;
+    let stored: String = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'state_key_check'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    match stored {
-        Some(v) if v == ours => Ok(()),
-        Some(_) => Err(StoreError::WrongStateKey(path.display().to_string())),
-        None => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('state_key_check', ?1)",
-            )?
-            .execute([&ours])?;
-            // Another process may have won the race with its own key.
-            let now: Option<String> = conn
-                .prepare_cached("SELECT value FROM meta WHERE key = 'state_key_check'")?
-                .query_row([], |r| r.get(0))
-                .optional()?;
-            if now.as_deref() == Some(ours.as_str()) {
-                Ok(())
-            } else {
-                Err(StoreError::WrongStateKey(path.display().to_string()))
-            }
-        }
+        .query_row([], |r| r.get(0))?;
+    if stored == ours {
+        Ok(())
+    } else {
+        Err(StoreError::WrongStateKey(path.display().to_string()))
     }
 }
 
@@ -760,6 +748,18 @@ pub mod enrollments {
 mod tests {
     use super::*;
 
+    /// A live session (one minute) of `account` for `app`.
+    fn insert(
+        c: &Connection,
+        sealer: &Sealer,
+        account: &str,
+        app: &str,
+        key: &AuthKey,
+    ) -> Result<i64> {
+        let exp = now_ms() + 60_000;
+        sessions::insert(c, sealer, account, app, key, exp, exp, "enroll", None, 0)
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(
@@ -780,17 +780,12 @@ mod tests {
             let sealer = s.sealer().clone();
             s.call(move |c| {
                 for j in 0..10 {
-                    sessions::insert(
+                    insert(
                         c,
                         &sealer,
                         &format!("acct{i}"),
                         &format!("app{j}"),
                         &AuthKey::generate(),
-                        now_ms() + 60_000,
-                        now_ms() + 60_000,
-                        "enroll",
-                        None,
-                        0,
                     )?;
                 }
                 Ok(())
@@ -812,7 +807,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_refuses_another_state_key_and_skips_unreadable_rows() {
-        let (d, s) = store();
+        let (_d, s) = store();
         let path = s.path().to_path_buf();
         // Another keystore's key: refused at open, naming the file.
         let e = Store::open(
@@ -838,30 +833,8 @@ mod tests {
         let (sealer, g) = (s.sealer().clone(), good.clone());
         let foreign = Sealer::new(SecretBytes::new(vec![9; 32]));
         s.call(move |c| {
-            sessions::insert(
-                c,
-                &foreign,
-                "alice",
-                "old",
-                &AuthKey::generate(),
-                now_ms() + 60_000,
-                now_ms() + 60_000,
-                "enroll",
-                None,
-                0,
-            )?;
-            sessions::insert(
-                c,
-                &sealer,
-                "alice",
-                "app",
-                &g,
-                now_ms() + 60_000,
-                now_ms() + 60_000,
-                "enroll",
-                None,
-                0,
-            )
+            insert(c, &foreign, "alice", "old", &AuthKey::generate())?;
+            insert(c, &sealer, "alice", "app", &g)
         })
         .await
         .unwrap();
@@ -873,7 +846,6 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].1, good);
         assert_eq!(live[0].0.app, "app");
-        drop(d);
     }
 
     #[tokio::test]

@@ -387,8 +387,9 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
         broadcast: true,
         nonce: Some(UnixMillis(now_ms() as u64)),
     };
-    let enc = Encrypted::encrypt(&data, &key);
-    let relayed = |uuid: &str| {
+    // A sign_req as the relay forwards it, under the given uuid. Re-deliveries carry the very
+    // same ciphertext.
+    let relayed = |enc: &Encrypted<SignReqData>, uuid: &str| {
         encode(&RelayToPksa::SignReq(RelayedSignReq {
             account: "alice".parse().unwrap(),
             data: enc.clone(),
@@ -397,7 +398,8 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
             token: None,
         }))
     };
-    c1.send(relayed("u-1")).await;
+    let enc = Encrypted::encrypt(&data, &key);
+    c1.send(relayed(&enc, "u-1")).await;
     let a1 = c1.recv().await.unwrap();
     assert_eq!(a1["cmd"], "sign_ack");
     assert_eq!(
@@ -405,9 +407,9 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
         "broadcast comes from the decrypted request (reference bug 7.2.1)"
     );
     c1.check_pok(&a1, &alice);
-    c1.send(relayed("u-1")).await; // re-delivered
+    c1.send(relayed(&enc, "u-1")).await; // re-delivered
     let a2 = c1.recv().await.unwrap();
-    c2.send(relayed("u-2")).await; // the same request through the other server
+    c2.send(relayed(&enc, "u-2")).await; // the same request through the other server
     let a3 = c2.recv().await.unwrap();
     assert_eq!(a2["data"], a1["data"]);
     assert_eq!(a3["data"], a1["data"]);
@@ -422,17 +424,8 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
         ..data
     };
     let enc = Encrypted::encrypt(&data, &key);
-    let relayed = |uuid: &str| {
-        encode(&RelayToPksa::SignReq(RelayedSignReq {
-            account: "alice".parse().unwrap(),
-            data: enc.clone(),
-            uuid: RequestId::try_from(uuid.to_owned()).unwrap(),
-            expire: UnixMillis(now_ms() as u64 + 60_000),
-            token: None,
-        }))
-    };
-    c1.send(relayed("u-3")).await;
-    c2.send(relayed("u-4")).await;
+    c1.send(relayed(&enc, "u-3")).await;
+    c2.send(relayed(&enc, "u-4")).await;
     let (b1, b2) = (c1.recv().await.unwrap(), c2.recv().await.unwrap());
     assert_eq!(b1["cmd"], "sign_ack");
     assert_eq!(b1["data"], b2["data"]);

@@ -22,16 +22,30 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn demo_drives_every_flow_through_the_binary_and_exits_0() {
-    let mut child = Child(
+/// `pksa-service sandbox ARGS`, its output where the caller says.
+fn sandbox_bin(args: &[&str], stdout: Stdio, stderr: Stdio) -> Child {
+    Child(
         Command::new(env!("CARGO_BIN_EXE_pksa-service"))
-            .args(["sandbox", "--demo"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .arg("sandbox")
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap(),
+    )
+}
+
+#[test]
+fn demo_drives_every_flow_through_the_binary_and_exits_0() {
+    // Output to files, not pipes: a chatty run cannot block on a full pipe.
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = sandbox_bin(
+        &["--demo"],
+        std::fs::File::create(&out_path).unwrap().into(),
+        std::fs::File::create(&err_path).unwrap().into(),
     );
+    // A bound against a hang, not a speed check.
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
@@ -43,10 +57,8 @@ fn demo_drives_every_flow_through_the_binary_and_exits_0() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
     assert!(status.success(), "demo failed: {out}\n{err}");
     // Every step the README promises is printed.
     for what in [
@@ -65,14 +77,7 @@ fn demo_drives_every_flow_through_the_binary_and_exits_0() {
 
 #[test]
 fn json_line_describes_a_usable_sandbox() {
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_pksa-service"))
-            .args(["sandbox", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = sandbox_bin(&["--json"], Stdio::piped(), Stdio::null());
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
