@@ -1,5 +1,8 @@
 //! Parse + serialize + sign a 3-operation transaction (the sign_req hot path). Ids shared
-//! with xtask/js/bench_chain.js; `cargo xtask bench chain` prints both.
+//! with xtask/js/bench_chain.js; `cargo xtask bench chain` prints both. Both sides start from
+//! the same thing: `tx3_parse_*` from the JSON text of the ops (Rust `list_from_str`, dhive
+//! `JSON.parse`), `tx3_value_serialize` from ops already parsed (Rust `serde_json::Value`,
+//! dhive plain objects: what the service and a JS PKSA hold after reading a sign_req).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +24,7 @@ fn ops() -> Vec<serde_json::Value> {
 fn benches(c: &mut Criterion) {
     let key = PrivateKey::from_seed(b"bench").unwrap();
     let json = ops();
+    let text = serde_json::to_string(&json).unwrap();
     let build = |ops: Vec<Operation>| Transaction {
         ref_block_num: 34567,
         ref_block_prefix: 3451789012,
@@ -30,6 +34,12 @@ fn benches(c: &mut Criterion) {
     };
     c.bench_function("tx3_parse_serialize", |b| {
         b.iter(|| {
+            let tx = build(Operation::list_from_str(black_box(&text)).unwrap());
+            tx.to_bytes().unwrap()
+        })
+    });
+    c.bench_function("tx3_value_serialize", |b| {
+        b.iter(|| {
             let tx = build(Operation::list_from_json(black_box(&json)).unwrap());
             tx.to_bytes().unwrap()
         })
@@ -38,7 +48,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("tx3_parse_serialize_sign", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
-            let mut tx = build(Operation::list_from_json(black_box(&json)).unwrap());
+            let mut tx = build(Operation::list_from_str(black_box(&text)).unwrap());
             tx.expiration = TimePointSec(1_700_000_000 + n % 64);
             tx.sign(&ChainId::MAINNET, &[&key]).unwrap()
         })

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::ser::write_varint;
 use crate::types::*;
 
 /// The authority level an operation requires from an account.
@@ -386,6 +385,9 @@ macro_rules! operations {
         /// (id, name) of every operation we can sign.
         pub const OPERATIONS: &[(u8, &str)] = &[ $( ($id, $name) ),* ];
 
+        // The binary form writes the id as one byte: its varint only while ids stay < 128.
+        const _: () = { $( assert!($id < 128); )* };
+
         impl Operation {
             /// The static-variant id (hived `operations.hpp`).
             pub fn id(&self) -> u8 {
@@ -397,13 +399,31 @@ macro_rules! operations {
                 match self { $( Operation::$variant(_) => $name ),* }
             }
 
-            fn body_bytes(&self) -> Result<Vec<u8>> {
-                match self { $( Operation::$variant(o) => crate::ser::to_bytes(o) ),* }
+            /// Writes `id ‖ fields` as one tuple (ids are < 128, so the varint id is the one
+            /// byte `serialize_u8` writes); no intermediate buffer.
+            fn serialize_binary<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&self.id())?;
+                match self { $( Operation::$variant(o) => t.serialize_element(o)? ),* }
+                t.end()
             }
 
             fn body_json(&self) -> Result<Value> {
                 match self {
                     $( Operation::$variant(o) => serde_json::to_value(o).map_err(|e| Error::Serialize(e.to_string())) ),*
+                }
+            }
+
+            /// The id of a condenser operation name.
+            fn id_of(name: &str) -> Option<u8> {
+                match name { $( $name => Some($id), )* _ => None }
+            }
+
+            /// Reads the fields of operation `id` straight from `d` (no intermediate `Value`).
+            fn body_from<'de, D: Deserializer<'de>>(id: u8, d: D) -> std::result::Result<Self, D::Error> {
+                match id {
+                    $( $id => <$ty>::deserialize(d).map(Operation::$variant), )*
+                    other => Err(de::Error::custom(format!("unknown operation id {other}"))),
                 }
             }
 
@@ -521,11 +541,28 @@ impl Operation {
 
     /// Parses a list of operations (the `ops` of a sign_req).
     pub fn list_from_json(values: &[Value]) -> Result<Vec<Self>> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Operation::from_json_ref(v, i))
-            .collect()
+        let mut ops = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            ops.push(Operation::from_json_ref(v, i)?);
+        }
+        Ok(ops)
+    }
+
+    /// Parses a JSON array of operations from text (a sign_req's `ops` as an app writes it),
+    /// straight into operations. A failure is explained as [`Operation::list_from_json`]
+    /// explains it: which operation, which field.
+    pub fn list_from_str(text: &str) -> Result<Vec<Self>> {
+        let fast = match serde_json::from_str::<Vec<Operation>>(text) {
+            Ok(ops) => return Ok(ops),
+            Err(e) => e,
+        };
+        let values: Vec<Value> = serde_json::from_str(text)
+            .map_err(|e| Error::Transaction(format!("operations: {e}")))?;
+        match Operation::list_from_json(&values) {
+            Err(e) => Err(e),
+            // Only a key repeated inside an operation gets here: the text form refuses it.
+            Ok(_) => Err(Error::Transaction(format!("operations: {fast}"))),
+        }
     }
 
     /// The condenser JSON form `[name, {fields}]`.
@@ -538,10 +575,7 @@ impl Operation {
 
     /// The binary form: `varint(id) ‖ fields`.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(64);
-        write_varint(&mut out, u64::from(self.id()));
-        out.extend(self.body_bytes()?);
-        Ok(out)
+        crate::ser::to_bytes(self)
     }
 
     /// The authorities this operation requires (hived `get_required_*_authorities`,
@@ -668,14 +702,127 @@ impl Serialize for Operation {
             t.serialize_element(&body)?;
             t.end()
         } else {
-            s.serialize_bytes(&self.to_bytes().map_err(serde::ser::Error::custom)?)
+            self.serialize_binary(s)
         }
     }
 }
 
+/// Reads either JSON form straight from the deserializer (JSON text is not first turned into a
+/// `Value`). Accepts exactly what [`Operation::from_json`] accepts, except that a key repeated
+/// inside an operation is refused here (a `Value` keeps only its last copy); errors name the
+/// operation but not the field: [`Operation::list_from_str`] explains a failure in full.
 impl<'de> Deserialize<'de> for Operation {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Operation::from_json(Value::deserialize(d)?, 0).map_err(de::Error::custom)
+        d.deserialize_any(OpVisitor)
+    }
+}
+
+struct OpVisitor;
+
+impl<'de> de::Visitor<'de> for OpVisitor {
+    type Value = Operation;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an operation: [name, {fields}] or {\"type\": name, \"value\": {fields}}")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Operation, A::Error> {
+        let id = seq
+            .next_element_seed(OpName { appbase: false })?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let op = seq
+            .next_element_seed(Body(id))?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &self));
+        }
+        Ok(op)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Operation, A::Error> {
+        let mut id = None;
+        let mut op = None;
+        // A "value" written before its "type" waits as a `Value`.
+        let mut early: Option<Value> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "type" => {
+                    if id.is_some() {
+                        return Err(de::Error::duplicate_field("type"));
+                    }
+                    id = Some(map.next_value_seed(OpName { appbase: true })?);
+                }
+                "value" => {
+                    if op.is_some() || early.is_some() {
+                        return Err(de::Error::duplicate_field("value"));
+                    }
+                    match id {
+                        Some(id) => op = Some(map.next_value_seed(Body(id))?),
+                        None => early = Some(map.next_value()?),
+                    }
+                }
+                // Like `from_json`, other keys of the wrapper are not part of the operation.
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        let id = id.ok_or_else(|| de::Error::missing_field("type"))?;
+        match (op, early) {
+            (Some(op), _) => Ok(op),
+            (None, Some(body)) => {
+                de::DeserializeSeed::deserialize(Body(id), &body).map_err(de::Error::custom)
+            }
+            (None, None) => Err(de::Error::missing_field("value")),
+        }
+    }
+}
+
+/// An operation name, read without allocating: condenser `vote`, or in the appbase form
+/// `vote_operation` (the suffix is optional there, as in `from_json`).
+struct OpName {
+    appbase: bool,
+}
+
+impl<'de> de::DeserializeSeed<'de> for OpName {
+    type Value = u8;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<u8, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl de::Visitor<'_> for OpName {
+    type Value = u8;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an operation name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<u8, E> {
+        let name = if self.appbase {
+            v.strip_suffix("_operation").unwrap_or(v)
+        } else {
+            v
+        };
+        Operation::id_of(name).ok_or_else(|| E::custom(Error::UnknownOperation(name.to_owned())))
+    }
+}
+
+/// The fields of the operation with this id.
+struct Body(u8);
+
+impl<'de> de::DeserializeSeed<'de> for Body {
+    type Value = Operation;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Operation, D::Error> {
+        let name = OPERATIONS
+            .iter()
+            .find(|(id, _)| *id == self.0)
+            .map_or("operation", |(_, n)| n);
+        Operation::body_from(self.0, d).map_err(|e| de::Error::custom(format_args!("{name}: {e}")))
     }
 }
 
@@ -745,6 +892,58 @@ mod tests {
         let bytes = hex::encode(op.to_bytes().unwrap());
         assert!(bytes.starts_with("12000203616d79037a6564"), "{bytes}");
         assert!(Operation::from_json(json!(["custom_json", {"required_auths": ["a", "a"], "required_posting_auths": [], "id": "x", "json": "{}"}]), 0).is_err());
+    }
+
+    #[test]
+    fn from_text_reads_what_from_json_reads() {
+        let vote = Operation::from_json(
+            json!(["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": -5}]),
+            0,
+        )
+        .unwrap();
+        for text in [
+            r#"["vote",{"voter":"alice","author":"bob","permlink":"p","weight":-5}]"#,
+            r#"{"type":"vote_operation","value":{"voter":"alice","author":"bob","permlink":"p","weight":-5}}"#,
+            // "value" before "type", the bare name, and a wrapper key that is not the operation.
+            r#"{"value":{"voter":"alice","author":"bob","permlink":"p","weight":-5},"note":[1],"type":"vote"}"#,
+        ] {
+            assert_eq!(
+                serde_json::from_str::<Operation>(text).unwrap(),
+                vote,
+                "{text}"
+            );
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(Operation::from_json(value, 0).unwrap(), vote, "{text}");
+        }
+        for bad in [
+            r#"["vote_operation",{"voter":"a","author":"b","permlink":"p","weight":1}]"#,
+            r#"["vote",{"voter":"a","author":"b","permlink":"p","weight":1},1]"#,
+            r#"["vote"]"#,
+            r#"{"type":"vote"}"#,
+            r#"{"type":"vote","type":"vote","value":{}}"#,
+            // A repeated key: a Value keeps the last copy, the text form refuses it.
+            r#"["vote",{"voter":"a","voter":"b","author":"b","permlink":"p","weight":1}]"#,
+            r#"["fill_order",{}]"#,
+            r#""vote""#,
+        ] {
+            assert!(serde_json::from_str::<Operation>(bad).is_err(), "{bad}");
+        }
+        // list_from_str explains a failure as list_from_json does: op, field.
+        let e = Operation::list_from_str(
+            r#"[["vote",{"voter":"a","author":"b","permlink":"p","weight":"x"}]]"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("vote: weight: "), "{e}");
+        let e = Operation::list_from_str(
+            r#"[["vote",{"voter":"a","voter":"b","author":"b","permlink":"p","weight":1}]]"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate field `voter`"), "{e}");
+        assert_eq!(
+            Operation::list_from_str("[1").unwrap_err().kind(),
+            "transaction"
+        );
+        assert_eq!(Operation::list_from_str("[]").unwrap(), vec![]);
     }
 
     #[test]

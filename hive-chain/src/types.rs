@@ -578,6 +578,10 @@ impl AccountSet {
 
 impl Serialize for AccountSet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Parsed sets are already sorted; only a hand-built one needs the sorted copy.
+        if self.0.is_sorted_by(|a, b| a.as_bytes() <= b.as_bytes()) {
+            return s.collect_seq(&self.0);
+        }
         let sorted = self.sorted();
         let mut seq = s.serialize_seq(Some(sorted.len()))?;
         for a in sorted {

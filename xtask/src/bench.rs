@@ -53,6 +53,7 @@ pub fn crypto() -> Result<()> {
 /// (id, target) of the chain benches: ≥ 10× dhive.
 const CHAIN: &[(&str, Option<f64>)] = &[
     ("tx3_parse_serialize", None),
+    ("tx3_value_serialize", None),
     ("tx3_parse_serialize_sign", None),
 ];
 

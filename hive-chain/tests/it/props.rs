@@ -15,7 +15,12 @@ proptest! {
         prop_assert_eq!(back.to_bytes().unwrap(), op.to_bytes().unwrap());
         // appbase form {"type": "<name>_operation", "value": {...}} reads the same.
         let appbase = serde_json::json!({"type": format!("{}_operation", op.name()), "value": json[1].clone()});
-        prop_assert_eq!(Operation::from_json(appbase, 0).unwrap(), op);
+        prop_assert_eq!(&Operation::from_json(appbase.clone(), 0).unwrap(), &op);
+        // Straight from text, both forms (serde_json writes "type" before "value").
+        prop_assert_eq!(&serde_json::from_str::<Operation>(&json.to_string()).unwrap(), &op);
+        prop_assert_eq!(&serde_json::from_str::<Operation>(&appbase.to_string()).unwrap(), &op);
+        let value_first = format!(r#"{{"value":{},"type":"{}"}}"#, json[1], op.name());
+        prop_assert_eq!(serde_json::from_str::<Operation>(&value_first).unwrap(), op);
     }
 
     #[test]
