@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -30,6 +31,18 @@ use crate::types::TimePointSec;
 const BLOCK_INTERVAL: u64 = 3;
 /// Block number at the node's start.
 const FIRST_BLOCK: u64 = 80_000_000;
+
+/// The methods the node answers (besides the legacy `call` wrapper).
+const SERVED: &[&str] = &[
+    "condenser_api.get_dynamic_global_properties",
+    "database_api.get_dynamic_global_properties",
+    "condenser_api.get_accounts",
+    "database_api.find_accounts",
+    "condenser_api.broadcast_transaction_synchronous",
+    "condenser_api.broadcast_transaction",
+    "network_broadcast_api.broadcast_transaction",
+    "dry_run.get_transactions",
+];
 
 /// A recorded broadcast.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +61,8 @@ struct Inner {
     raw_accounts: HashMap<String, Value>,
     recorded: Vec<Recorded>,
     ids: HashSet<String>,
+    /// Calls served, by method name as received.
+    calls: HashMap<String, u64>,
 }
 
 /// The dry-run node's state, shared with the HTTP handlers; tests read it directly.
@@ -117,6 +132,7 @@ impl DryRunNode {
                 raw_accounts: raw,
                 recorded: vec![],
                 ids: HashSet::new(),
+                calls: HashMap::new(),
             }),
         })
     }
@@ -136,6 +152,15 @@ impl DryRunNode {
             .lock()
             .map(|i| i.recorded.clone())
             .unwrap_or_default()
+    }
+
+    /// How many calls of `method` (as received, e.g.
+    /// `condenser_api.get_dynamic_global_properties`) the node has served.
+    pub fn calls(&self, method: &str) -> u64 {
+        self.inner
+            .lock()
+            .map(|i| i.calls.get(method).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     fn head(&self) -> (u64, u64) {
@@ -171,7 +196,7 @@ impl DryRunNode {
 
     /// Verifies and records a signed transaction; returns (id, block_num).
     fn broadcast(&self, tx_json: &Value) -> Result<(String, u64), RpcFailure> {
-        let tx: SignedTransaction = serde_json::from_value(tx_json.clone())
+        let tx = SignedTransaction::deserialize(tx_json)
             .map_err(|e| fail(-32602, format!("invalid transaction: {e}")))?;
         let unsigned = tx.transaction();
         let id = unsigned.id().map_err(|e| fail(-32602, e.to_string()))?;
@@ -260,6 +285,11 @@ impl DryRunNode {
         Ok((id, head + 1))
     }
 
+    /// Whether `method` is one [`DryRunNode::dispatch`] answers.
+    fn serves(method: &str) -> bool {
+        SERVED.contains(&method)
+    }
+
     fn dispatch(&self, method: &str, params: &Value) -> Result<Value, RpcFailure> {
         // Legacy form: {"method": "call", "params": [api, method, args]}.
         if method == "call" {
@@ -267,6 +297,16 @@ impl DryRunNode {
             let m = params.get(1).and_then(Value::as_str).unwrap_or_default();
             let args = params.get(2).cloned().unwrap_or(json!([]));
             return self.dispatch(&format!("{api}.{m}"), &args);
+        }
+        if let Ok(mut inner) = self.inner.lock() {
+            match inner.calls.get_mut(method) {
+                Some(n) => *n += 1,
+                // Only methods the node serves are counted (no growth from arbitrary names).
+                None if DryRunNode::serves(method) => {
+                    inner.calls.insert(method.to_owned(), 1);
+                }
+                None => {}
+            }
         }
         match method {
             "condenser_api.get_dynamic_global_properties" | "database_api.get_dynamic_global_properties" => Ok(self.dgp()),

@@ -182,6 +182,9 @@ impl RpcClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
+            // A burst of broadcasts opens many connections; keep a few for the next one and
+            // close the rest (each holds buffers here and a connection slot on the node).
+            .pool_max_idle_per_host(4)
             .build()
             .map_err(|e| RpcError::Unavailable {
                 method: "client".into(),

@@ -615,7 +615,7 @@ async fn broadcast_signed(
         Some(k) => encrypted_error(&m, k),
         None => Outcome::Silent { reason: m },
     };
-    let tx: hive_chain::SignedTransaction = match serde_json::from_value(signed.clone()) {
+    let tx = match <hive_chain::SignedTransaction as serde::Deserialize>::deserialize(signed) {
         Ok(t) => t,
         Err(e) => return err(format!("stored transaction unreadable: {e}")),
     };

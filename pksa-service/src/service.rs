@@ -1,6 +1,6 @@
 //! The running service: shared state, the session cache, and `run`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -101,7 +101,8 @@ pub struct ServerStatus {
 #[derive(Debug, Clone)]
 pub struct CachedSession(Arc<SessionEntry>);
 
-/// What [`CachedSession`] shares: one allocation per session (10,000 sessions ≈ 1.3 MB).
+/// What [`CachedSession`] shares: one allocation per session, the app name shared by the
+/// sessions of one app (10,000 sessions ≈ 1 MB).
 #[derive(Debug)]
 pub struct SessionEntry {
     /// Session id.
@@ -123,11 +124,11 @@ impl std::ops::Deref for CachedSession {
 
 impl CachedSession {
     /// A session as read from the store.
-    pub fn new(id: i64, key: AuthKey, app: &str, last_nonce: i64) -> Self {
+    pub fn new(id: i64, key: AuthKey, app: Arc<str>, last_nonce: i64) -> Self {
         CachedSession(Arc::new(SessionEntry {
             id,
             key,
-            app: Arc::from(app),
+            app,
             last_nonce: AtomicI64::new(last_nonce),
         }))
     }
@@ -156,6 +157,18 @@ struct CachedAccount {
     loaded: Option<Instant>,
     /// SQLite `data_version` when loaded: it changes when another process (the CLI) commits.
     version: i64,
+    /// One copy of each app name (thousands of sessions usually come from a few apps).
+    apps: HashSet<Arc<str>>,
+}
+
+/// The shared copy of `app` in `apps`, added if new.
+fn intern(apps: &mut HashSet<Arc<str>>, app: &str) -> Arc<str> {
+    if let Some(a) = apps.get(app) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(app);
+    apps.insert(a.clone());
+    a
 }
 
 /// Everything the handlers share.
@@ -183,6 +196,8 @@ pub struct Service {
     /// The last head block read, reused for up to a second (TaPoS may reference any recent
     /// block; one node call per transaction would dominate the signing cost).
     head: Mutex<Option<(hive_chain::HeadBlock, Instant)>>,
+    /// One head-block fetch at a time; with the time and error of the last failed one.
+    head_fetch: tokio::sync::Mutex<Option<(Instant, hive_chain::rpc::RpcError)>>,
     /// Per-server status, in config order.
     pub servers: Vec<(String, Arc<ServerStatus>)>,
 }
@@ -243,6 +258,7 @@ impl Service {
             inflight: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             head: Mutex::new(None),
+            head_fetch: tokio::sync::Mutex::new(None),
             servers: servers
                 .iter()
                 .map(|s| (s.clone(), Arc::new(ServerStatus::default())))
@@ -280,6 +296,7 @@ impl Service {
         {
             Ok((rows, version)) => {
                 let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let mut apps = HashSet::new();
                 let old: HashMap<i64, CachedSession> = cache
                     .remove(account)
                     .map(|c| c.sessions)
@@ -293,9 +310,10 @@ impl Service {
                         // Known: keep its counter (nonces reserved but not yet stored).
                         Some(o) if o.key == k => {
                             o.last_nonce.fetch_max(r.last_nonce, Ordering::SeqCst);
+                            apps.insert(o.app.clone());
                             o.clone()
                         }
-                        _ => CachedSession::new(r.id, k, &r.app, r.last_nonce),
+                        _ => CachedSession::new(r.id, k, intern(&mut apps, &r.app), r.last_nonce),
                     })
                     .collect();
                 cache.insert(
@@ -304,6 +322,7 @@ impl Service {
                         sessions,
                         loaded: Some(Instant::now()),
                         version,
+                        apps,
                     },
                 );
             }
@@ -339,10 +358,12 @@ impl Service {
         };
         match (row, pos) {
             (Ok(Some(_)), Some(i)) => move_to_front(&mut entry.sessions, i),
-            (Ok(Some(r)), None) => entry.sessions.insert(
-                0,
-                CachedSession::new(r.id, key.clone(), &r.app, r.last_nonce),
-            ),
+            (Ok(Some(r)), None) => {
+                let app = intern(&mut entry.apps, &r.app);
+                entry
+                    .sessions
+                    .insert(0, CachedSession::new(r.id, key.clone(), app, r.last_nonce));
+            }
             (Ok(None), Some(i)) => {
                 entry.sessions.remove(i);
             }
@@ -463,15 +484,42 @@ impl Service {
     }
 
     /// The head block for TaPoS, from a cache younger than a second or from the node.
+    /// Requests that miss the cache together make one call: the others wait for it and share
+    /// its block, or its error (a node that is down is not asked once per waiting request).
     pub async fn head_block(&self) -> Result<hive_chain::HeadBlock, hive_chain::rpc::RpcError> {
-        if let Some((h, at)) = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            && at.elapsed() < Duration::from_secs(1)
-        {
+        let fresh = || {
+            self.head
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|(_, at)| at.elapsed() < Duration::from_secs(1))
+                .map(|(h, _)| h)
+        };
+        if let Some(h) = fresh() {
             return Ok(h);
         }
-        let h = self.rpc.head_block().await?;
-        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.clone(), Instant::now()));
-        Ok(h)
+        let asked = Instant::now();
+        let mut last_failure = self.head_fetch.lock().await;
+        if let Some(h) = fresh() {
+            return Ok(h);
+        }
+        if let Some((at, e)) = last_failure.as_ref()
+            && *at >= asked
+        {
+            return Err(e.clone());
+        }
+        match self.rpc.head_block().await {
+            Ok(h) => {
+                *self.head.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((h.clone(), Instant::now()));
+                *last_failure = None;
+                Ok(h)
+            }
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Whether the service is ready: keys present, registered on at least one server.

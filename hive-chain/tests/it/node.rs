@@ -162,7 +162,7 @@ async fn broadcast_verify_record_and_refusals() {
 
 #[tokio::test]
 async fn accounts_lookup_both_apis() {
-    let (_node, client) = setup().await;
+    let (node, client) = setup().await;
     let got = client
         .get_accounts(&["alice".into(), "nobody".into()])
         .await
@@ -179,6 +179,12 @@ async fn accounts_lookup_both_apis() {
         .await
         .unwrap_err();
     assert!(matches!(err, RpcError::Node { code: -32601, .. }));
+    // The node counts what it served, by method; unknown methods are not counted.
+    assert_eq!(node.calls("condenser_api.get_accounts"), 1);
+    assert_eq!(node.calls("database_api.find_accounts"), 1);
+    assert_eq!(node.calls("condenser_api.nope"), 0);
+    client.head_block().await.unwrap();
+    assert_eq!(node.calls("condenser_api.get_dynamic_global_properties"), 1);
 }
 
 #[tokio::test]

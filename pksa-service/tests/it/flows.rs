@@ -510,3 +510,89 @@ async fn metrics_health_and_readiness() {
     );
     env.stop().await;
 }
+
+/// Requests that find the head-block cache stale together make one node call and share its
+/// block; when that call fails, they share the failure instead of each asking a dead node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_block_fetch_is_shared() {
+    let env = Builder::default().start().await;
+    let method = "condenser_api.get_dynamic_global_properties";
+    let before = env.node.calls(method);
+    let fetch_all = |svc: std::sync::Arc<pksa_service::service::Service>| async move {
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let svc = svc.clone();
+                tokio::spawn(async move { svc.head_block().await })
+            })
+            .collect();
+        let mut out = vec![];
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    let got = fetch_all(env.svc.clone()).await;
+    let first = got[0].clone().unwrap();
+    assert!(got.iter().all(|h| h.as_ref().ok() == Some(&first)));
+    assert_eq!(
+        env.node.calls(method) - before,
+        1,
+        "one node call for 32 requests"
+    );
+
+    // A node that accepts and hangs up: every request fails, with one fetch's attempts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let svc = build_service(
+        dir.path(),
+        &env.alice,
+        &[("alice".into(), vec![has_crypto::KeyRole::Posting])],
+        &url,
+        &env.relay_url,
+        &[],
+        default_settings(&env.secret),
+    )
+    .await;
+    let got = fetch_all(svc).await;
+    assert!(got.iter().all(|r| r.is_err()));
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // One fetch tries the node list twice (RpcOptions::default().rounds); 32 separate
+    // fetches would make 64 connections.
+    assert!(
+        (1..=2).contains(&n),
+        "{n} connections for 32 waiting requests"
+    );
+}
+
+/// The session cache keeps one copy of an app's name for all its sessions, whether the
+/// sessions were loaded together or created one by one.
+#[tokio::test]
+async fn cached_sessions_share_their_app_name() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    for app in ["game", "game", "wallet", "game"] {
+        env.auth(&client, app).await;
+    }
+    let check = |sessions: Vec<pksa_service::service::CachedSession>| {
+        assert_eq!(sessions.len(), 4);
+        let games: Vec<_> = sessions.iter().filter(|s| &*s.app == "game").collect();
+        assert_eq!(games.len(), 3);
+        assert!(
+            games
+                .windows(2)
+                .all(|w| std::sync::Arc::ptr_eq(&w[0].app, &w[1].app))
+        );
+    };
+    check(env.svc.session_keys("alice", false).await);
+    env.svc.refresh_sessions_now("alice").await;
+    check(env.svc.session_keys("alice", false).await);
+}
