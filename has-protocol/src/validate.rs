@@ -139,24 +139,35 @@ pub fn is_known(dir: &str, name: &str) -> bool {
     SCHEMAS.iter().any(|e| e.dir == dir && e.name == name)
 }
 
+/// The compiled schemas of one direction.
 struct Compiled {
-    /// direction → message name → compiled schema
-    map: HashMap<&'static str, HashMap<&'static str, jsonschema::Validator>>,
+    /// message name → compiled schema
+    map: HashMap<&'static str, jsonschema::Validator>,
     failure: Option<String>,
 }
 
-fn compiled() -> &'static Compiled {
-    static C: OnceLock<Compiled> = OnceLock::new();
-    C.get_or_init(|| {
-        let mut map: HashMap<&'static str, HashMap<&'static str, jsonschema::Validator>> =
-            HashMap::new();
+/// The directions, each compiled on first use: a process compiles only the directions it
+/// reads or writes (the service never validates what apps send to the relay).
+const DIRECTIONS: [&str; 5] = [
+    dir::APP_TO_RELAY,
+    dir::PKSA_TO_RELAY,
+    dir::RELAY_TO_PKSA,
+    dir::RELAY_TO_APP,
+    dir::PAYLOADS,
+];
+
+fn compiled(direction: &str) -> Option<&'static Compiled> {
+    static C: [OnceLock<Compiled>; DIRECTIONS.len()] =
+        [const { OnceLock::new() }; DIRECTIONS.len()];
+    let i = DIRECTIONS.iter().position(|d| *d == direction)?;
+    let cell = C.get(i)?;
+    Some(cell.get_or_init(|| {
+        let mut map = HashMap::new();
         let mut failure = None;
-        for e in SCHEMAS {
+        for e in SCHEMAS.iter().filter(|e| e.dir == direction) {
             match jsonschema::validator_for(&e.schema()) {
                 Ok(v) => {
-                    map.entry(e.dir)
-                        .or_insert_with(HashMap::new)
-                        .insert(e.name, v);
+                    map.insert(e.name, v);
                 }
                 Err(err) => {
                     failure = Some(format!("schema {} does not compile: {err}", e.file_name()))
@@ -164,23 +175,34 @@ fn compiled() -> &'static Compiled {
             }
         }
         Compiled { map, failure }
-    })
+    }))
 }
 
 /// Compiles every schema now (call at start-up so the first frame pays nothing). Returns an
 /// error naming the schema if one does not compile (a bug; every frame would then be refused).
 pub fn init() -> Result<(), String> {
-    match &compiled().failure {
-        Some(f) => Err(f.clone()),
-        None => Ok(()),
+    init_directions(&DIRECTIONS)
+}
+
+/// [`init`] for the given directions only (the others compile on first use, if ever).
+pub fn init_directions(directions: &[&str]) -> Result<(), String> {
+    for d in directions {
+        match compiled(d) {
+            Some(c) => {
+                if let Some(f) = &c.failure {
+                    return Err(f.clone());
+                }
+            }
+            None => return Err(format!("unknown direction {d}")),
+        }
     }
+    Ok(())
 }
 
 /// Validates `value` as message/payload `name` of direction `dir`. Fails closed: an unknown
 /// (dir, name) or a schema that did not compile is a failure.
 pub fn validate(dir: &str, name: &str, value: &Value) -> Result<(), ValidationFailure> {
-    let c = compiled();
-    let Some(v) = c.map.get(dir).and_then(|m| m.get(name)) else {
+    let Some(v) = compiled(dir).and_then(|c| c.map.get(name)) else {
         return Err(ValidationFailure {
             message: name.to_owned(),
             pointer: String::new(),
@@ -268,6 +290,20 @@ pub(crate) fn parse_payload<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directions_compile_on_demand_and_unknown_ones_fail_closed() {
+        init_directions(&[dir::PAYLOADS]).unwrap();
+        assert!(
+            init_directions(&["app_to_nowhere"])
+                .unwrap_err()
+                .contains("app_to_nowhere")
+        );
+        let e = validate("app_to_nowhere", "sign_req", &serde_json::json!({})).unwrap_err();
+        assert!(e.rule.contains("no schema"), "{e:?}");
+        // Every direction in SCHEMAS is one of DIRECTIONS (else its schemas would be unreachable).
+        assert!(SCHEMAS.iter().all(|e| DIRECTIONS.contains(&e.dir)));
+    }
 
     #[test]
     fn every_schema_compiles_and_is_valid_draft_2020_12() {

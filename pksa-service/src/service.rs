@@ -544,7 +544,13 @@ pub async fn run(
     metrics_listen: Option<std::net::SocketAddr>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    has_protocol::validate::init().map_err(anyhow::Error::msg)?;
+    // What the service reads and writes; the app-side directions are never compiled here.
+    has_protocol::validate::init_directions(&[
+        has_protocol::validate::dir::RELAY_TO_PKSA,
+        has_protocol::validate::dir::PKSA_TO_RELAY,
+        has_protocol::validate::dir::PAYLOADS,
+    ])
+    .map_err(anyhow::Error::msg)?;
     // Warm the session cache so the first requests already reserve nonces in arrival order.
     let accounts: Vec<String> = svc.keys.accounts().keys().cloned().collect();
     for account in accounts {
