@@ -419,20 +419,16 @@ macro_rules! operations {
                 match name { $( $name => Some($id), )* _ => None }
             }
 
-            /// Reads the fields of operation `id` straight from `d` (no intermediate `Value`).
+            /// Reads the fields of operation `id` straight from `d` (no intermediate `Value`);
+            /// only a JSON object is fields (serde would also take a struct as an array).
             fn body_from<'de, D: Deserializer<'de>>(id: u8, d: D) -> std::result::Result<Self, D::Error> {
+                let d = Fields(d);
                 match id {
                     $( $id => <$ty>::deserialize(d).map(Operation::$variant), )*
                     other => Err(de::Error::custom(format!("unknown operation id {other}"))),
                 }
             }
 
-            fn from_body(name: &str, body: &Value) -> Result<Self> {
-                match name {
-                    $( $name => Ok(Operation::$variant(parse_body(name, body)?)), )*
-                    other => Err(Error::UnknownOperation(other.to_owned())),
-                }
-            }
         }
     };
 }
@@ -490,27 +486,56 @@ operations! {
     49 "recurrent_transfer" RecurrentTransfer(RecurrentTransfer),
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(op: &str, body: &Value) -> Result<T> {
+/// The fields of operation `name` from a JSON object. Fast path without path tracking; a
+/// failure (rare) is read again with it, to name the field in the error.
+fn parse_body(name: &str, body: &Value) -> Result<Operation> {
+    let id = Operation::id_of(name).ok_or_else(|| Error::UnknownOperation(name.to_owned()))?;
     if !body.is_object() {
         return Err(Error::Operation {
-            op: op.to_owned(),
+            op: name.to_owned(),
             field: ".".into(),
             message: "fields must be a JSON object".into(),
         });
     }
-    // Fast path without path tracking; a failure (rare) is parsed again with it, to name the
-    // field in the error.
-    if let Ok(v) = T::deserialize(body) {
-        return Ok(v);
+    if let Ok(op) = Operation::body_from(id, body) {
+        return Ok(op);
     }
-    serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        Error::Operation {
-            op: op.to_owned(),
-            field: path,
-            message: e.into_inner().to_string(),
-        }
-    })
+    let mut track = serde_path_to_error::Track::new();
+    match Operation::body_from(id, serde_path_to_error::Deserializer::new(body, &mut track)) {
+        Ok(op) => Ok(op),
+        Err(e) => Err(Error::Operation {
+            op: name.to_owned(),
+            field: track.path().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// A deserializer whose structs must be maps: forwards everything to the one it wraps, but
+/// reads a struct with `deserialize_map` (derived structs also accept a sequence).
+struct Fields<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Fields<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: de::Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(v)
+    }
+
+    fn deserialize_struct<V: de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        v: V,
+    ) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_map(v)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
 }
 
 impl Operation {
@@ -536,7 +561,7 @@ impl Operation {
         };
         // hived's current name for op 16; dhive/hive-js still call it report_over_production
         // with a different layout, which no HAS app can meaningfully send.
-        Operation::from_body(name, body)
+        parse_body(name, body)
     }
 
     /// Parses a list of operations (the `ops` of a sign_req).
@@ -818,11 +843,13 @@ struct Body(u8);
 impl<'de> de::DeserializeSeed<'de> for Body {
     type Value = Operation;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Operation, D::Error> {
-        let name = OPERATIONS
-            .iter()
-            .find(|(id, _)| *id == self.0)
-            .map_or("operation", |(_, n)| n);
-        Operation::body_from(self.0, d).map_err(|e| de::Error::custom(format_args!("{name}: {e}")))
+        Operation::body_from(self.0, d).map_err(|e| {
+            let name = OPERATIONS
+                .iter()
+                .find(|(id, _)| *id == self.0)
+                .map_or("operation", |(_, n)| n);
+            de::Error::custom(format_args!("{name}: {e}"))
+        })
     }
 }
 
@@ -924,6 +951,8 @@ mod tests {
             // A repeated key: a Value keeps the last copy, the text form refuses it.
             r#"["vote",{"voter":"a","voter":"b","author":"b","permlink":"p","weight":1}]"#,
             r#"["fill_order",{}]"#,
+            // Fields are an object; serde would take a struct as an array too.
+            r#"["vote",["a","b","p",1]]"#,
             r#""vote""#,
         ] {
             assert!(serde_json::from_str::<Operation>(bad).is_err(), "{bad}");
