@@ -32,17 +32,8 @@ const BLOCK_INTERVAL: u64 = 3;
 /// Block number at the node's start.
 const FIRST_BLOCK: u64 = 80_000_000;
 
-/// The methods the node answers (besides the legacy `call` wrapper).
-const SERVED: &[&str] = &[
-    "condenser_api.get_dynamic_global_properties",
-    "database_api.get_dynamic_global_properties",
-    "condenser_api.get_accounts",
-    "database_api.find_accounts",
-    "condenser_api.broadcast_transaction_synchronous",
-    "condenser_api.broadcast_transaction",
-    "network_broadcast_api.broadcast_transaction",
-    "dry_run.get_transactions",
-];
+/// JSON-RPC's code for an unknown method.
+const METHOD_NOT_FOUND: i64 = -32601;
 
 /// A recorded broadcast.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,11 +276,6 @@ impl DryRunNode {
         Ok((id, head + 1))
     }
 
-    /// Whether `method` is one [`DryRunNode::dispatch`] answers.
-    fn serves(method: &str) -> bool {
-        SERVED.contains(&method)
-    }
-
     fn dispatch(&self, method: &str, params: &Value) -> Result<Value, RpcFailure> {
         // Legacy form: {"method": "call", "params": [api, method, args]}.
         if method == "call" {
@@ -298,16 +284,22 @@ impl DryRunNode {
             let args = params.get(2).cloned().unwrap_or(json!([]));
             return self.dispatch(&format!("{api}.{m}"), &args);
         }
-        if let Ok(mut inner) = self.inner.lock() {
-            match inner.calls.get_mut(method) {
-                Some(n) => *n += 1,
-                // Only methods the node serves are counted (no growth from arbitrary names).
-                None if DryRunNode::serves(method) => {
-                    inner.calls.insert(method.to_owned(), 1);
-                }
-                None => {}
-            }
+        let answer = self.answer(method, params);
+        // Only methods the node serves are counted (no growth from arbitrary names).
+        if !matches!(
+            answer,
+            Err(RpcFailure {
+                code: METHOD_NOT_FOUND,
+                ..
+            })
+        ) && let Ok(mut inner) = self.inner.lock()
+        {
+            *inner.calls.entry(method.to_owned()).or_insert(0) += 1;
         }
+        answer
+    }
+
+    fn answer(&self, method: &str, params: &Value) -> Result<Value, RpcFailure> {
         match method {
             "condenser_api.get_dynamic_global_properties" | "database_api.get_dynamic_global_properties" => Ok(self.dgp()),
             "condenser_api.get_accounts" => {
@@ -339,7 +331,7 @@ impl DryRunNode {
                     .map(|r| json!({"id": r.id, "block_num": r.block_num, "transaction": r.transaction}))
                     .collect(),
             )),
-            other => Err(fail(-32601, format!("method not found: {other} (dry-run node)"))),
+            other => Err(fail(METHOD_NOT_FOUND, format!("method not found: {other} (dry-run node)"))),
         }
     }
 

@@ -933,7 +933,7 @@ async fn challenge(
             );
         }
     };
-    let (id, key, app) = (session.id, session.key.clone(), session.app.to_string());
+    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
     let mut e = entry(inc, &app);
     e.ops_digest = audit::digest(&data.challenge);
     e.op_types = if data.decrypt == Some(true) {
@@ -1088,7 +1088,7 @@ async fn sign(
             return commit_and_reply(svc, server_key, keys, inc, hash, d).await;
         }
     };
-    let (id, key, app) = (session.id, session.key.clone(), session.app.to_string());
+    let (id, key, app) = (session.id, session.key.clone(), session.app.clone());
     let mut e = entry(inc, &app);
     let ops_json = Value::Array(data.ops.clone()).to_string();
     e.ops_digest = audit::digest(&ops_json);

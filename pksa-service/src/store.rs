@@ -760,6 +760,14 @@ mod tests {
         sessions::insert(c, sealer, account, app, key, exp, exp, "enroll", None, 0)
     }
 
+    /// The live sessions of `account`, with their keys.
+    async fn live_with_keys(s: &Store, account: &str) -> Vec<(SessionRow, AuthKey)> {
+        let (sealer, account) = (s.sealer().clone(), account.to_owned());
+        s.call(move |c| sessions::live_with_keys(c, &sealer, &account, now_ms()))
+            .await
+            .unwrap()
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(
@@ -838,11 +846,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let sealer = s.sealer().clone();
-        let live = s
-            .call(move |c| sessions::live_with_keys(c, &sealer, "alice", now_ms()))
-            .await
-            .unwrap();
+        let live = live_with_keys(&s, "alice").await;
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].1, good);
         assert_eq!(live[0].0.app, "app");
@@ -871,11 +875,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let sealer = s.sealer().clone();
-        let live = s
-            .call(move |c| sessions::live_with_keys(c, &sealer, "alice", now_ms()))
-            .await
-            .unwrap();
+        let live = live_with_keys(&s, "alice").await;
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].1, key);
         s.call(move |c| sessions::advance_nonce(c, id, 10))

@@ -217,6 +217,14 @@ pub async fn build_service(
     )
 }
 
+/// A client of the relay at `relay_url` that verifies against the node at `node_url`.
+pub async fn client_for(relay_url: &str, node_url: &str) -> HasClient {
+    HasClient::connect(relay_url)
+        .await
+        .unwrap()
+        .with_chain(service::rpc_client(vec![node_url.to_owned()]).unwrap())
+}
+
 impl Env {
     /// Waits until server `i` registered at least one account (readiness, not a sleep).
     pub async fn wait_registered(&self, i: usize) {
@@ -231,10 +239,7 @@ impl Env {
     }
 
     pub async fn client(&self) -> HasClient {
-        HasClient::connect(&self.relay_url)
-            .await
-            .unwrap()
-            .with_chain(service::rpc_client(vec![self.node_url.clone()]).unwrap())
+        client_for(&self.relay_url, &self.node_url).await
     }
 
     pub fn app(name: &str) -> AppInfo {

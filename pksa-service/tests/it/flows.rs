@@ -574,7 +574,7 @@ async fn head_block_fetch_is_shared() {
 }
 
 /// The session cache keeps one copy of an app's name for all its sessions, whether the
-/// sessions were loaded together or created one by one.
+/// sessions were created one by one or loaded together.
 #[tokio::test]
 async fn cached_sessions_share_their_app_name() {
     let env = Builder::default().start().await;
@@ -593,6 +593,16 @@ async fn cached_sessions_share_their_app_name() {
         );
     };
     check(env.svc.session_keys("alice", false).await);
-    env.svc.refresh_sessions_now("alice").await;
-    check(env.svc.session_keys("alice", false).await);
+    // A service starting on the same store loads them all at once.
+    let fresh = build_service(
+        env.dir.path(),
+        &env.alice,
+        &[("alice".into(), vec![has_crypto::KeyRole::Posting])],
+        &env.node_url,
+        &env.relay_url,
+        &[],
+        default_settings(&env.secret),
+    )
+    .await;
+    check(fresh.session_keys("alice", false).await);
 }

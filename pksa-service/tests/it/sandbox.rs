@@ -5,12 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use has_client::{AuthMode, HasClient, SignResult};
+use has_client::{AuthMode, SignResult};
 use has_protocol::KeyType;
 use pksa_service::sandbox::{self, Options};
-use pksa_service::service;
 
-use crate::env::{Env, vote};
+use crate::env::{Env, client_for, vote};
 
 /// Kills the child on drop (a failing test leaves no process behind).
 struct Child(std::process::Child);
@@ -100,12 +99,11 @@ fn json_line_describes_a_usable_sandbox() {
     // The printed details are enough to authenticate and sign.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = HasClient::connect(info["relay_url"].as_str().unwrap())
-            .await
-            .unwrap()
-            .with_chain(
-                service::rpc_client(vec![info["hive_api_url"].as_str().unwrap().into()]).unwrap(),
-            );
+        let client = client_for(
+            info["relay_url"].as_str().unwrap(),
+            info["hive_api_url"].as_str().unwrap(),
+        )
+        .await;
         let account = info["account"].as_str().unwrap();
         let s = client
             .authenticate(
@@ -139,10 +137,7 @@ async fn a_kept_directory_keeps_its_sessions_across_restarts() {
         relay: None,
     };
     let sb = sandbox::start(opts()).await.unwrap();
-    let client = HasClient::connect(&sb.relay_url)
-        .await
-        .unwrap()
-        .with_chain(service::rpc_client(vec![sb.hive_api_url.clone()]).unwrap());
+    let client = client_for(&sb.relay_url, &sb.hive_api_url).await;
     let session = client
         .authenticate(
             &sb.account,
@@ -167,10 +162,7 @@ async fn a_kept_directory_keeps_its_sessions_across_restarts() {
     // Restarted on the same directory: the app's session still signs, and re-authenticates
     // with its key.
     let sb = sandbox::start(opts()).await.unwrap();
-    let client = HasClient::connect(&sb.relay_url)
-        .await
-        .unwrap()
-        .with_chain(service::rpc_client(vec![sb.hive_api_url.clone()]).unwrap());
+    let client = client_for(&sb.relay_url, &sb.hive_api_url).await;
     let r = client
         .sign(
             &session,
