@@ -263,6 +263,8 @@ pub fn run() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     let sessions_rss = proc_rss_mb(pid);
+    // Kept for a look at where the resident memory is (mapping by mapping).
+    let _ = std::fs::copy(format!("/proc/{pid}/smaps"), dir.join("service-smaps.txt"));
     println!(
         "created 10,000 sessions in {:.1} s; service RSS {sessions_rss:.1} MB (heap and stacks {:.1} MB, mapped code and data {:.1} MB)",
         t.elapsed().as_secs_f64(),
