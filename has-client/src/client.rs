@@ -564,10 +564,15 @@ fn verify_signature(
     let recovered = sig
         .recover_buffer(message.as_bytes())
         .map_err(|e| bad(format!("signature: {e}")))?;
-    if recovered != key || sig.verify_buffer(message.as_bytes(), &key).is_err() {
+    // A key recovered from (r, s) verifies (r, s) by construction: what verification adds
+    // is hived's low-S rule.
+    if recovered != key {
         return Err(bad(
             "the signature does not match the returned public key".into()
         ));
+    }
+    if !sig.is_low_s() {
+        return Err(bad("the signature is not canonical (high S)".into()));
     }
     Ok(())
 }
@@ -658,5 +663,73 @@ fn dispatch(shared: &Mutex<Shared>, text: &str) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use has_crypto::PrivateKey;
+
+    /// n − s, big-endian (s < n).
+    fn order_minus(s: &[u8]) -> Vec<u8> {
+        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+            .unwrap();
+        let mut out = vec![0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(n[i]) - i16::from(s[i]) - borrow;
+            borrow = i16::from(d < 0);
+            out[i] = (d + 256 * borrow) as u8;
+        }
+        out
+    }
+
+    #[test]
+    fn a_challenge_signature_must_recover_to_the_key_and_have_low_s() {
+        let uuid = RequestId::generate();
+        let key = PrivateKey::from_login(
+            "alice",
+            "correct horse battery",
+            has_crypto::KeyRole::Posting,
+        )
+        .unwrap();
+        let other =
+            PrivateKey::from_login("bob", "correct horse battery", has_crypto::KeyRole::Posting)
+                .unwrap();
+        let pubkey = key.public_key().to_string();
+        let sig = key.sign_buffer(b"challenge");
+        verify_signature(&uuid, &pubkey, &sig.to_hex(), "challenge").unwrap();
+
+        let wrong = [
+            // Another key's signature, another message.
+            (
+                other.sign_buffer(b"challenge").to_hex(),
+                "challenge",
+                "does not match",
+            ),
+            (sig.to_hex(), "another challenge", "does not match"),
+        ];
+        for (hex, message, why) in wrong {
+            let e = verify_signature(&uuid, &pubkey, &hex, message).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+
+        // The same signature with s replaced by n − s (and the recovery parity flipped) still
+        // recovers to the key; hived refuses it, and so do we.
+        let mut bytes = hex::decode(sig.to_hex()).unwrap();
+        let high = order_minus(&bytes[33..]);
+        bytes[33..].copy_from_slice(&high);
+        bytes[0] = 27 + 4 + ((bytes[0] - 27) & 3 ^ 1);
+        let high_s = hex::encode(&bytes);
+        assert_eq!(
+            Signature::from_hex(&high_s)
+                .unwrap()
+                .recover_buffer(b"challenge")
+                .unwrap(),
+            *key.public_key()
+        );
+        let e = verify_signature(&uuid, &pubkey, &high_s, "challenge").unwrap_err();
+        assert!(e.to_string().contains("high S"), "{e}");
     }
 }

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use hmac::{KeyInit, Mac};
 use k256::elliptic_curve::ff::PrimeField;
 use k256::elliptic_curve::group::Group;
-use k256::elliptic_curve::ops::{LinearCombination, Reduce};
+use k256::elliptic_curve::ops::{MulByGeneratorVartime, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::elliptic_curve::scalar::IsHigh;
 use k256::elliptic_curve::sec1::FromSec1Point;
@@ -151,14 +151,16 @@ impl Signature {
         let big_r: Option<AffinePoint> = AffinePoint::from_sec1_bytes(&sec1).ok();
         let big_r = big_r.ok_or(Error::SignatureRecovery)?;
         let e = digest_scalar(digest);
-        let r_inv: Option<Scalar> = r.invert().into();
+        // Everything here is public: variable-time arithmetic is fine.
+        let r_inv: Option<Scalar> = r.invert_vartime().into();
         let r_inv = r_inv.ok_or(Error::SignatureRecovery)?;
         let u1 = -(e * r_inv);
         let u2 = s * r_inv;
-        let q = ProjectivePoint::lincomb(&[
-            (ProjectivePoint::GENERATOR, u1),
-            (ProjectivePoint::from(big_r), u2),
-        ]);
+        let q = ProjectivePoint::mul_by_generator_and_mul_add_vartime(
+            &u1,
+            &u2,
+            &ProjectivePoint::from(big_r),
+        );
         if bool::from(q.is_identity()) {
             return Err(Error::SignatureRecovery);
         }
@@ -180,10 +182,12 @@ impl Signature {
         let s_inv: Option<Scalar> = s.invert_vartime().into();
         let s_inv = s_inv.ok_or(Error::SignatureValue)?;
         let e = digest_scalar(digest);
-        let p = ProjectivePoint::lincomb(&[
-            (ProjectivePoint::GENERATOR, e * s_inv),
-            (ProjectivePoint::from(*key.affine()), r * s_inv),
-        ]);
+        // Everything here is public: variable-time arithmetic is fine.
+        let p = ProjectivePoint::mul_by_generator_and_mul_add_vartime(
+            &(e * s_inv),
+            &(r * s_inv),
+            &ProjectivePoint::from(*key.affine()),
+        );
         if bool::from(p.is_identity()) {
             return Err(Error::SignatureMismatch);
         }
