@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -392,7 +392,13 @@ impl Checkpoints {
         if !self.wal.restart_due.load(Ordering::Relaxed) {
             return None;
         }
-        let hold = self.wal.pass.try_lock().ok()?;
+        let hold = match self.wal.pass.try_lock() {
+            Ok(hold) => hold,
+            // A panic while it was held leaves nothing half done here: SQLite's state is in
+            // its files.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         self.wal.restart_due.store(false, Ordering::Relaxed);
         if let Err(e) = run_checkpoint(conn) {
             tracing::warn!(error = %e, "WAL checkpoint failed (retried after the next commit)");
