@@ -673,12 +673,15 @@ mod tests {
 
     /// n − s, big-endian (s < n).
     fn order_minus(s: &[u8]) -> Vec<u8> {
-        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
-            .unwrap();
+        const N: [u8; 32] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c,
+            0xd0, 0x36, 0x41, 0x41,
+        ];
         let mut out = vec![0u8; 32];
         let mut borrow = 0i16;
         for i in (0..32).rev() {
-            let d = i16::from(n[i]) - i16::from(s[i]) - borrow;
+            let d = i16::from(N[i]) - i16::from(s[i]) - borrow;
             borrow = i16::from(d < 0);
             out[i] = (d + 256 * borrow) as u8;
         }
@@ -717,19 +720,16 @@ mod tests {
 
         // The same signature with s replaced by n − s (and the recovery parity flipped) still
         // recovers to the key; hived refuses it, and so do we.
-        let mut bytes = hex::decode(sig.to_hex()).unwrap();
+        let mut bytes = sig.to_bytes();
         let high = order_minus(&bytes[33..]);
         bytes[33..].copy_from_slice(&high);
         bytes[0] = 27 + 4 + ((bytes[0] - 27) & 3 ^ 1);
-        let high_s = hex::encode(&bytes);
+        let high_s = Signature::from_bytes(&bytes).unwrap();
         assert_eq!(
-            Signature::from_hex(&high_s)
-                .unwrap()
-                .recover_buffer(b"challenge")
-                .unwrap(),
+            high_s.recover_buffer(b"challenge").unwrap(),
             *key.public_key()
         );
-        let e = verify_signature(&uuid, &pubkey, &high_s, "challenge").unwrap_err();
+        let e = verify_signature(&uuid, &pubkey, &high_s.to_hex(), "challenge").unwrap_err();
         assert!(e.to_string().contains("high S"), "{e}");
     }
 }

@@ -34,7 +34,7 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     (ut + st) / tick
 }
 
-/// A `/proc/<pid>/status` field in MiB (`VmRSS`, `RssAnon`, `RssFile`; the tables' "MB").
+/// A `/proc/<pid>/status` field in MiB (`VmRSS`, `RssAnon`, `RssFile`).
 fn proc_status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
