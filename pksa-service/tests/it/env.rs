@@ -82,6 +82,10 @@ pub struct Builder {
     pub keystore_accounts: Vec<(String, Vec<KeyRole>)>,
     pub enroll: bool,
     pub dir: Option<tempfile::TempDir>,
+    /// The chain the service signs for and the dry-run node checks.
+    pub chain: ChainId,
+    /// Hive API URL given to the service instead of the dry-run node's.
+    pub hive_api: Option<String>,
 }
 
 impl Default for Builder {
@@ -96,6 +100,8 @@ impl Default for Builder {
             )],
             enroll: true,
             dir: None,
+            chain: ChainId::MAINNET,
+            hive_api: None,
         }
     }
 }
@@ -121,24 +127,29 @@ impl Builder {
         let dir = self.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let alice = TestAccount::new("alice");
         let bob = TestAccount::new("bob");
-        let node = DryRunNode::new(ChainId::MAINNET, vec![alice.account(), bob.account()]);
+        let carol = TestAccount::new("carol");
+        let node = DryRunNode::new(
+            self.chain,
+            vec![alice.account(), bob.account(), carol.account()],
+        );
         let (node_url, _) = dryrun::spawn(node.clone(), 0).await.unwrap();
         let relay = relay_on(
             "127.0.0.1:0".parse().unwrap(),
             dir.path(),
-            &[alice.account(), bob.account()],
+            &[alice.account(), bob.account(), carol.account()],
             self.relay_timeout,
         )
         .await;
         let secret = AuthReqSecret::new("e2e-secret-0123456789abcdef");
-        let svc = build_service(
+        let svc = build_service_on(
             dir.path(),
             &alice,
             &self.keystore_accounts,
-            &node_url,
+            self.hive_api.as_deref().unwrap_or(&node_url),
             &relay.url,
             &self.extra_servers,
             self.settings.unwrap_or_else(|| default_settings(&secret)),
+            self.chain,
         )
         .await;
         if self.enroll {
@@ -176,6 +187,30 @@ pub async fn build_service(
     extra: &[String],
     settings: Settings,
 ) -> Arc<Service> {
+    build_service_on(
+        dir,
+        alice,
+        accounts,
+        node_url,
+        relay_url,
+        extra,
+        settings,
+        ChainId::MAINNET,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn build_service_on(
+    dir: &std::path::Path,
+    alice: &TestAccount,
+    accounts: &[(String, Vec<KeyRole>)],
+    node_url: &str,
+    relay_url: &str,
+    extra: &[String],
+    settings: Settings,
+    chain: ChainId,
+) -> Arc<Service> {
     let mut ks = KeyStore::new();
     for (name, roles) in accounts {
         let acct = if name == "alice" {
@@ -206,15 +241,7 @@ pub async fn build_service(
     let rpc = service::rpc_client(vec![node_url.to_owned()]).unwrap();
     let mut servers = vec![relay_url.to_owned()];
     servers.extend(extra.iter().cloned());
-    Service::new(
-        "e2e-pksa".into(),
-        ks,
-        store,
-        rpc,
-        ChainId::MAINNET,
-        settings,
-        &servers,
-    )
+    Service::new("e2e-pksa".into(), ks, store, rpc, chain, settings, &servers)
 }
 
 /// A client of the relay at `relay_url` that verifies against the node at `node_url`.
@@ -429,4 +456,122 @@ pub async fn create_session(
     })
     .await
     .unwrap()
+}
+
+/// An app speaking raw frames to the relay (to send what has-client never would).
+pub struct RawApp {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Replies that arrived while waiting for something else.
+    early: Vec<Value>,
+}
+
+impl RawApp {
+    pub async fn connect(url: &str) -> RawApp {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let first = ws.next().await.unwrap().unwrap();
+        assert!(first.to_text().unwrap().contains("connected"));
+        RawApp { ws, early: vec![] }
+    }
+
+    /// Sends a request and returns the uuid of its `*_wait`.
+    pub async fn request(&mut self, frame: Value) -> String {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+        loop {
+            let v = self.next(Duration::from_secs(10)).await.expect("a *_wait");
+            if v["cmd"].as_str().unwrap_or("").ends_with("_wait") {
+                return v["uuid"].as_str().unwrap().to_owned();
+            }
+            self.early.push(v);
+        }
+    }
+
+    async fn next(&mut self, d: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The reply to `uuid` if one arrives within `d`.
+    pub async fn reply(&mut self, uuid: &str, d: Duration) -> Option<Value> {
+        if let Some(i) = self.early.iter().position(|v| v["uuid"] == uuid) {
+            return Some(self.early.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.next(left).await?;
+            if v["uuid"] == uuid {
+                return Some(v);
+            }
+            self.early.push(v);
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms_i() -> i64 {
+    now_ms()
+}
+
+/// The audit decision (decision, rule, reason) the service recorded for `uuid`, waiting for
+/// it to be recorded (it is written before any reply leaves).
+pub async fn decision_for(dir: &std::path::Path, uuid: &str) -> (String, String, String) {
+    let s = cli_store(dir);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let u = uuid.to_owned();
+        let rows = s
+            .call(move |c| pksa_service::audit::list(c, None, None, None))
+            .await
+            .unwrap();
+        if let Some(r) = rows.into_iter().find(|r| r.entry.uuid == u) {
+            return (r.entry.decision, r.entry.rule, r.entry.reason);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no decision recorded for {uuid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `pksa-service enroll --account A [--app X]` for ten minutes, from another process.
+pub async fn open_window(dir: &std::path::Path, account: &str, app: Option<&str>) {
+    let (a, b) = (account.to_owned(), app.map(str::to_owned));
+    cli_store(dir)
+        .call(move |c| enrollments::open(c, &a, b.as_deref(), now_ms() + 600_000))
+        .await
+        .unwrap();
+}
+
+/// `pksa-service session revoke ID`, from another process.
+pub async fn revoke_session(dir: &std::path::Path, id: i64) {
+    cli_store(dir)
+        .call(move |c| pksa_service::store::sessions::revoke(c, id))
+        .await
+        .unwrap();
+}
+
+/// (account, app) of every session.
+pub async fn list_sessions(dir: &std::path::Path) -> Vec<(String, String)> {
+    cli_store(dir)
+        .call(|c| pksa_service::store::sessions::list(c, None))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.account, r.app))
+        .collect()
 }

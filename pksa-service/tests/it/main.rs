@@ -13,6 +13,7 @@ mod cli;
 mod env;
 mod faults;
 mod flows;
+mod holes;
 mod hostile;
 mod reference_bugs;
 mod sandbox;
