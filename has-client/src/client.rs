@@ -385,7 +385,7 @@ impl HasClient {
                 key_type,
                 ops,
                 broadcast,
-                nonce: Some(nonce.unwrap_or_else(|| session.next_nonce())),
+                nonce: Some(nonce.unwrap_or_else(|| session.next_nonce()).into()),
             };
             let req = AppToRelay::SignReq(SignReq {
                 account: session.account.clone(),
@@ -471,7 +471,7 @@ impl HasClient {
                 key_type,
                 challenge: challenge.to_owned(),
                 decrypt: Some(decrypt),
-                nonce: Some(session.next_nonce()),
+                nonce: Some(session.next_nonce().into()),
             };
             let req = AppToRelay::ChallengeReq(ChallengeReq {
                 account: session.account.clone(),

@@ -43,7 +43,7 @@ fn benches(c: &mut Criterion) {
             serde_json::json!(["vote", {"voter": "arcange", "author": "arcange", "permlink": "hello", "weight": 10000}]),
         ],
         broadcast: true,
-        nonce: Some(UnixMillis(1690000000001)),
+        nonce: Some(has_protocol::Nonce(1690000000001)),
     };
     let sign_frame = frame::encode(&RelayToPksa::SignReq(RelayedSignReq {
         account: "arcange".parse().unwrap(),

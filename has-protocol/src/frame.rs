@@ -165,8 +165,10 @@ const REDACTED_FIELDS: &[&str] = &[
 ];
 
 /// The frame text as it may be logged: encrypted or secret fields (`data`, `auth_key`, `pok`,
-/// `token`, encrypted `error`, …) replaced by their length. Transaction ids and signed
-/// transactions (`sign_ack.data`, public anyway) are kept. Non-JSON text is summarized.
+/// `token`, encrypted `error`, …) replaced by their length. A transaction id (`sign_ack.data`
+/// of a broadcast, public on chain) is kept; a signed transaction (`sign_ack.data` of a
+/// sign-only request, which the app may not want broadcast or seen) is redacted like the
+/// rest. Non-JSON text is summarized.
 pub fn redact_for_log(text: &str) -> String {
     let Ok(mut value) = serde_json::from_str::<Value>(text) else {
         return format!("<non-JSON text, {} bytes>", text.len());
@@ -176,17 +178,21 @@ pub fn redact_for_log(text: &str) -> String {
     let is_error_cmd = value.get("cmd").and_then(Value::as_str) == Some("error");
     if let Some(obj) = value.as_object_mut() {
         for field in REDACTED_FIELDS {
-            let keep = (is_sign_ack && *field == "data")
+            let Some(v) = obj.get_mut(*field) else {
+                continue;
+            };
+            let keep = (is_sign_ack && *field == "data" && v.is_string())
                 || (is_key_ack && *field == "key")
                 || (is_error_cmd && *field == "error");
             if keep {
                 continue;
             }
-            if let Some(v) = obj.get_mut(*field)
-                && let Some(n) = v.as_str().map(str::len)
-            {
-                *v = Value::String(format!("<redacted {n} chars>"));
-            }
+            *v = match v {
+                Value::String(s) => Value::String(format!("<redacted {} chars>", s.len())),
+                Value::Object(o) => Value::String(format!("<redacted object, {} members>", o.len())),
+                Value::Array(a) => Value::String(format!("<redacted array, {} items>", a.len())),
+                _ => continue,
+            };
         }
         if let Some(Value::Array(accounts)) = obj.get_mut("accounts") {
             for a in accounts.iter_mut().filter_map(Value::as_object_mut) {
@@ -262,6 +268,11 @@ mod tests {
         let s = r##"{"cmd":"sign_ack","uuid":"u","data":"0123abcd","pok":"#abc"}"##;
         let r = redact_for_log(s);
         assert!(r.contains("0123abcd") && !r.contains("#abc"));
+        // A sign-only answer's signed transaction stays out of the log.
+        let t = r#"{"cmd":"sign_ack","uuid":"u","broadcast":false,"data":{"operations":[["transfer",{"to":"bob","memo":"private"}]],"signatures":["1f00"]}}"#;
+        let r = redact_for_log(t);
+        assert!(!r.contains("private") && !r.contains("1f00"), "{r}");
+        assert!(r.contains("<redacted object, 2 members>"), "{r}");
         assert_eq!(redact_for_log("ping"), "<non-JSON text, 4 bytes>");
     }
 }

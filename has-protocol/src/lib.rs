@@ -21,7 +21,7 @@
 //!     key_type: has_protocol::KeyType::Posting,
 //!     ops: vec![serde_json::json!(["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 10000}])],
 //!     broadcast: true,
-//!     nonce: Some(has_protocol::UnixMillis(1690000000001)),
+//!     nonce: Some(has_protocol::Nonce(1690000000001)),
 //! };
 //! let frame = AppToRelay::SignReq(SignReq {
 //!     account: "alice".parse().unwrap(),
@@ -48,6 +48,6 @@ pub use encrypted::{Encrypted, Payload};
 pub use error::{FrameError, PayloadError, ValidationFailure};
 pub use messages::{AppToRelay, PksaToRelay, RelayToApp, RelayToPksa};
 pub use types::{
-    ACCOUNT_NAME_PATTERN, AccountName, AuthKey, AuthReqSecret, KeyType, Passphrase,
+    ACCOUNT_NAME_PATTERN, AccountName, AuthKey, AuthReqSecret, KeyType, Nonce, Passphrase,
     ProtocolVersion, RequestId, Seconds, UnixMillis,
 };

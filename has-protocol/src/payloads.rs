@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::encrypted::{Payload, json_payload};
 use crate::error::PayloadError;
-use crate::types::{AuthKey, KeyType, RequestId, UnixMillis};
+use crate::types::{AuthKey, KeyType, Nonce, RequestId, UnixMillis};
 
 /// `auth_req_data.app`: who is asking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -95,7 +95,7 @@ pub struct SignReqData {
     pub broadcast: bool,
     /// Anti-replay nonce, strictly increasing per session (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<UnixMillis>,
+    pub nonce: Option<Nonce>,
 }
 json_payload!(SignReqData, "sign_req_data");
 
@@ -126,7 +126,7 @@ pub struct ChallengeReqData {
     pub decrypt: Option<bool>,
     /// Anti-replay nonce (hive-auth-wrapper's `challenge()` sends none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nonce: Option<UnixMillis>,
+    pub nonce: Option<Nonce>,
 }
 json_payload!(ChallengeReqData, "challenge_req_data");
 

@@ -91,6 +91,91 @@ impl JsonSchema for UnixMillis {
     }
 }
 
+/// An anti-replay nonce (`sign_req_data.nonce`, `challenge_req_data.nonce`): an integer,
+/// milliseconds by convention (JS `Date.now()`; hive-auth-dotnet sends seconds), at most
+/// 2^53 − 1, the largest integer a JS client holds exactly.
+///
+/// Stricter than [`UnixMillis`]: a fractional number is refused instead of truncated (two
+/// different texts must not become one nonce), and so is anything past 2^53 − 1 (it cannot
+/// come from a JS clock, and a session whose last nonce is that large could never be used
+/// again). A number written with a zero fraction (`1690000000000.0`) is the integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Nonce(pub u64);
+
+impl Nonce {
+    /// The largest nonce: 2^53 − 1.
+    pub const MAX: u64 = 9_007_199_254_740_991;
+}
+
+impl From<UnixMillis> for Nonce {
+    fn from(t: UnixMillis) -> Self {
+        Nonce(t.0)
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Nonce {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Nonce;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an integer nonce from 0 to 2^53 - 1")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Nonce, E> {
+                if v <= Nonce::MAX {
+                    Ok(Nonce(v))
+                } else {
+                    Err(E::custom("nonce must be at most 2^53 - 1"))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Nonce, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("nonce must not be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Nonce, E> {
+                if !(v.is_finite() && v.fract() == 0.0 && v >= 0.0) {
+                    return Err(E::custom("nonce must be a non-negative integer"));
+                }
+                if v > Nonce::MAX as f64 {
+                    return Err(E::custom("nonce must be at most 2^53 - 1"));
+                }
+                Ok(Nonce(v as u64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Nonce {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl JsonSchema for Nonce {
+    fn schema_name() -> Cow<'static, str> {
+        "Nonce".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "minimum": 0,
+            "maximum": Nonce::MAX,
+            "description": "anti-replay nonce: an integer, milliseconds by convention, at most 2^53 - 1"
+        })
+    }
+}
+
 /// A duration in whole seconds (`connected.timeout`, `connected.ping_rate`), parsed leniently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seconds(pub u64);

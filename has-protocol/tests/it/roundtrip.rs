@@ -27,7 +27,7 @@ proptest! {
             key_type: kt,
             ops: vec![serde_json::json!(["vote", {"voter": acct.as_str(), "author": "bob", "permlink": "p", "weight": weight}])],
             broadcast,
-            nonce: Some(UnixMillis(u64::from(nonce))),
+            nonce: Some(has_protocol::Nonce(u64::from(nonce))),
         };
         let f = AppToRelay::SignReq(SignReq { account: acct, data: Encrypted::encrypt(&data, &key), token });
         let text = frame::encode(&f).unwrap();

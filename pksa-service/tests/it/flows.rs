@@ -385,7 +385,7 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
         key_type: KeyType::Posting,
         ops: vec![vote("alice", "once")],
         broadcast: true,
-        nonce: Some(UnixMillis(now_ms() as u64)),
+        nonce: Some(has_protocol::Nonce(now_ms() as u64)),
     };
     // A sign_req as the relay forwards it, under the given uuid. Re-deliveries carry the very
     // same ciphertext.
@@ -419,7 +419,7 @@ async fn redelivery_is_answered_from_the_store_and_never_broadcast_twice() {
 
     // The same new request through both servers at once: decided once, answered on each.
     let data = SignReqData {
-        nonce: Some(UnixMillis(now_ms() as u64 + 1)),
+        nonce: Some(has_protocol::Nonce(now_ms() as u64 + 1)),
         ops: vec![vote("alice", "twice-at-once")],
         ..data
     };

@@ -83,7 +83,7 @@ fn sign_req(
         key_type: KeyType::Posting,
         ops,
         broadcast: false,
-        nonce: Some(UnixMillis(nonce)),
+        nonce: Some(has_protocol::Nonce(nonce)),
     };
     encode(&RelayToPksa::SignReq(RelayedSignReq {
         account: account.parse().unwrap(),
