@@ -189,7 +189,9 @@ pub fn redact_for_log(text: &str) -> String {
             }
             *v = match v {
                 Value::String(s) => Value::String(format!("<redacted {} chars>", s.len())),
-                Value::Object(o) => Value::String(format!("<redacted object, {} members>", o.len())),
+                Value::Object(o) => {
+                    Value::String(format!("<redacted object, {} members>", o.len()))
+                }
                 Value::Array(a) => Value::String(format!("<redacted array, {} items>", a.len())),
                 _ => continue,
             };

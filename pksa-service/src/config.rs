@@ -394,6 +394,52 @@ impl Config {
     }
 }
 
+/// The settings the request path reads: what a reload (SIGHUP) may change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Pre-shared secret.
+    pub auth_req_secret: Option<AuthReqSecret>,
+    /// New session lifetime.
+    pub session_lifetime: Duration,
+    /// Renewal cap after creation.
+    pub session_max_lifetime: Duration,
+    /// Refused auth requests get auth_nack (else silence).
+    pub auth_req_reject: bool,
+    /// Refused sign requests get sign_nack (else silence).
+    pub sign_req_reject: bool,
+    /// Refused challenges get challenge_nack (else silence).
+    pub challenge_req_reject: bool,
+    /// Memo decryption enabled.
+    pub challenge_decrypt: bool,
+    /// Nonce required on challenges.
+    pub challenge_nonce_required: bool,
+    /// Transaction expiration.
+    pub expiration: Duration,
+    /// Log payloads in full.
+    pub log_payloads: bool,
+    /// The policy.
+    pub policy: PolicyConfig,
+}
+
+impl Settings {
+    /// From a validated config.
+    pub fn from_config(c: &Config) -> Self {
+        Settings {
+            auth_req_secret: c.auth_req_secret.clone(),
+            session_lifetime: c.session_lifetime,
+            session_max_lifetime: c.session_max_lifetime,
+            auth_req_reject: c.auth_req_reject,
+            sign_req_reject: c.sign_req_reject,
+            challenge_req_reject: c.challenge_req_reject,
+            challenge_decrypt: c.challenge_decrypt,
+            challenge_nonce_required: c.challenge_nonce_required,
+            expiration: c.expiration,
+            log_payloads: c.log.payloads,
+            policy: c.policy.clone(),
+        }
+    }
+}
+
 /// The commented example `pksa-service init` writes.
 pub const EXAMPLE: &str = r#"# pksa-service configuration. Paths are relative to this file.
 

@@ -391,10 +391,11 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Obtains the keystore passphrase from its configured source.
+/// Obtains the keystore passphrase from its configured source. An empty passphrase is
+/// refused: it would encrypt the keys with nothing.
 pub fn read_passphrase(source: &PassphraseSource) -> Result<SecretString, KeystoreError> {
     let first_line = |s: String| SecretString::new(s.lines().next().unwrap_or_default().to_owned());
-    match source {
+    let pass = match source {
         PassphraseSource::Env(var) => std::env::var(var).map(SecretString::new).map_err(|_| {
             KeystoreError::Passphrase(format!("environment variable {var} is not set"))
         }),
@@ -409,9 +410,48 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<SecretString, Keysto
                 .map(first_line)
                 .map_err(|e| KeystoreError::Passphrase(format!("{}: {e}", p.display())))
         }
-        PassphraseSource::Prompt => rpassword::prompt_password("Keystore passphrase: ")
-            .map(SecretString::new)
-            .map_err(|e| KeystoreError::Passphrase(format!("cannot prompt: {e}"))),
+        PassphraseSource::Prompt => prompt("Keystore passphrase: "),
+    }?;
+    if pass.expose_secret().is_empty() {
+        return Err(KeystoreError::Passphrase(format!(
+            "the keystore passphrase from {} is empty",
+            describe(source)
+        )));
+    }
+    Ok(pass)
+}
+
+/// The passphrase for a keystore about to be created: at a prompt it is asked twice (a typo
+/// would lock the keys away for good); from other sources as [`read_passphrase`].
+pub fn read_new_passphrase(source: &PassphraseSource) -> Result<SecretString, KeystoreError> {
+    let first = read_passphrase(source)?;
+    if *source == PassphraseSource::Prompt {
+        let again = prompt("Repeat the new keystore passphrase: ")?;
+        if again.expose_secret() != first.expose_secret() {
+            return Err(KeystoreError::Passphrase(
+                "the two passphrases differ; nothing was written".into(),
+            ));
+        }
+    }
+    Ok(first)
+}
+
+fn prompt(text: &str) -> Result<SecretString, KeystoreError> {
+    rpassword::prompt_password(text)
+        .map(SecretString::new)
+        .map_err(|e| {
+            KeystoreError::Passphrase(format!(
+                "cannot prompt: {e} (set keystore_passphrase to env:VAR, file:PATH or credential:NAME to run without a terminal)"
+            ))
+        })
+}
+
+fn describe(source: &PassphraseSource) -> String {
+    match source {
+        PassphraseSource::Env(v) => format!("environment variable {v}"),
+        PassphraseSource::File(p) => p.display().to_string(),
+        PassphraseSource::Credential(n) => format!("credential {n}"),
+        PassphraseSource::Prompt => "the prompt".into(),
     }
 }
 
@@ -442,6 +482,22 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn an_empty_passphrase_is_refused_from_every_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pass");
+        std::fs::write(&f, "\nsecond line").unwrap();
+        let e = read_passphrase(&PassphraseSource::File(f.clone())).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
+        assert!(read_new_passphrase(&PassphraseSource::File(f)).is_err());
+        // SAFETY-free: a variable only this test uses.
+        let var = "PKSA_KEYSTORE_TEST_EMPTY_PASSPHRASE";
+        assert!(
+            read_passphrase(&PassphraseSource::Env(var.into())).is_err(),
+            "unset"
         );
     }
 

@@ -2,23 +2,27 @@
 //!
 //! A headless daemon that holds Hive keys, stays registered on one or more HAS relays, and
 //! answers authentication, signing and challenge requests from apps, approving only what
-//! its operator's policy allows (has-protocol.md §8.2; `../shared/ARCHITECTURE.md`).
+//! its operator's policy allows (has-protocol.md §8.2; `docs/architecture.md`).
 //!
-//! The binary is thin: it composes has-protocol (frames), has-crypto (keys, signatures),
-//! hive-chain (operations, transactions, Hive API), the SQLite [`store`], the [`policy`]
-//! and the [`audit`] chain. [`handlers`] decide one request each; [`conn`] keeps one socket
-//! per HAS server; [`sandbox`] starts everything on loopback with no configuration.
+//! Dependencies point one way: [`cli`] → [`daemon`] → `request` → {`sessions`, [`policy`],
+//! [`state`]}.
+//! * `request`: one pipeline for every request: intake → dedupe → resolve → decide (pure
+//!   functions per command) → execute (the only awaits) → reply (the one wire mapping).
+//! * `sessions`: the session cache and resolution by trial decryption.
+//! * [`state`]: all SQL: sessions, answers, enrollments, spend counters, the audit chain.
+//! * [`daemon`]: one connection task per HAS server, health and metrics, `run`.
+//! * [`cli`]: the commands, the sandbox.
 
-pub mod audit;
 pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod handlers;
-pub mod health;
-pub mod import;
+pub mod daemon;
 pub mod keystore;
 pub mod policy;
-pub mod sandbox;
-pub mod service;
-pub mod spend;
-pub mod store;
+pub(crate) mod request;
+pub(crate) mod sessions;
+pub mod state;
+pub(crate) mod text;
+
+pub use config::Settings;
+pub use daemon::{Service, run};
+pub use request::Core;

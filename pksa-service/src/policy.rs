@@ -6,12 +6,23 @@
 //! approved (broadcast or sign-only), anything needing active authority denied, owner
 //! authority never; challenges signed with the posting or memo key; no memo decryption.
 //! Owner authority is refused by every rule, whatever it says.
+//!
+//! Value: every operation that moves value or redirects future value reports its
+//! counterparties and amounts ([`flows`], an exhaustive match over every operation). A rule's
+//! `transfer_to` checks every counterparty (the account itself always passes), `max_transfer`
+//! bounds each operation's total per asset (amount and fees together), and `spend_limits`
+//! count every amount, whoever receives it. Amounts in another chain's assets (`TESTS` on
+//! mainnet) are refused, and so is a transaction that needs no authority at all.
+//!
+//! Everything here is pure: the same inputs give the same decision.
 
 use std::collections::BTreeMap;
 
 use has_protocol::KeyType;
-use hive_chain::{Asset, Level, Operation, RequiredAuthorities, Symbol};
+use hive_chain::{Asset, ChainId, Level, Operation, RequiredAuthorities, Symbol};
 use serde::{Deserialize, Serialize};
+
+pub use crate::state::spend::Spend;
 
 /// `[policy]` in pksa.toml (or an included policy file).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -85,19 +96,6 @@ pub struct Decision {
     /// What this request spends, per limit (key: limit index within the rule), for the
     /// spend counters.
     pub spend: Vec<Spend>,
-}
-
-/// An amount counted against a spend limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spend {
-    /// `rule_id/SYMBOL`: the counter key.
-    pub counter: String,
-    /// Amount in the asset's smallest unit.
-    pub amount: i64,
-    /// The limit in the same unit.
-    pub max: i64,
-    /// Window in seconds.
-    pub window_secs: u64,
 }
 
 impl Decision {
@@ -233,7 +231,8 @@ impl PolicyConfig {
             .find(|r| any_glob(&r.accounts, account) && any_glob(&r.apps, app))
     }
 
-    /// Decides a sign request.
+    /// Decides a sign request for `account` from `app` (the app recorded in the session)
+    /// on `chain`.
     pub fn decide_sign(
         &self,
         account: &str,
@@ -241,7 +240,29 @@ impl PolicyConfig {
         ops: &[Operation],
         required: &RequiredAuthorities,
         broadcast: bool,
+        chain: &ChainId,
     ) -> Decision {
+        if required.accounts.is_empty() && required.other.is_empty() {
+            return Decision::deny(
+                "builtin",
+                "the operations need no authority: there is nothing to sign",
+            );
+        }
+        for op in ops {
+            if let Some(a) = assets(op)
+                .into_iter()
+                .find(|a| !symbol_allowed(chain, a.symbol))
+            {
+                return Decision::deny(
+                    "builtin",
+                    format!(
+                        "{} is not an asset of this chain ({})",
+                        a.symbol.name(),
+                        op.name()
+                    ),
+                );
+            }
+        }
         if let Some(other) = required.other.first() {
             return Decision::deny(
                 "builtin",
@@ -260,117 +281,7 @@ impl PolicyConfig {
         let Some(rule) = self.rule_for(account, app) else {
             return default_sign(ops, required);
         };
-        let id = rule.id.as_str();
-        if !broadcast && rule.sign_only == Some(false) {
-            return Decision::deny(id, "sign-only is not allowed");
-        }
-        if broadcast && rule.broadcast == Some(false) {
-            return Decision::deny(id, "broadcasting is not allowed");
-        }
-        if let Some(max) = rule.max_ops
-            && ops.len() > max
-        {
-            return Decision::deny(
-                id,
-                format!("{} operations exceed the maximum of {max}", ops.len()),
-            );
-        }
-        let roles = rule.roles();
-        for (_, level) in &required.accounts {
-            if !roles.contains(&level.as_str()) {
-                return Decision::deny(
-                    id,
-                    format!("{level} authority is not allowed by this rule"),
-                );
-            }
-        }
-        let mut totals: BTreeMap<Symbol, i64> = BTreeMap::new();
-        for op in ops {
-            let name = op.name();
-            if let Some(allowed) = &rule.allowed_ops {
-                if !allowed.iter().any(|a| a == name) {
-                    return Decision::deny(id, format!("operation {name} is not allowed"));
-                }
-            } else if op
-                .required()
-                .accounts
-                .iter()
-                .any(|(_, l)| *l != Level::Posting)
-            {
-                return Decision::deny(
-                    id,
-                    format!(
-                        "operation {name} needs active authority and the rule lists no allowed_ops"
-                    ),
-                );
-            }
-            match op {
-                Operation::CustomJson(c) => {
-                    if !any_glob(&rule.custom_json_ids, &c.id) {
-                        return Decision::deny(
-                            id,
-                            format!("custom_json id {:?} is not allowed", c.id),
-                        );
-                    }
-                    if !c.required_auths.0.is_empty() && !rule.active_custom_json {
-                        return Decision::deny(
-                            id,
-                            "custom_json with active authority (required_auths) is not allowed",
-                        );
-                    }
-                }
-                Operation::Vote(v) => {
-                    if let Some([lo, hi]) = rule.vote_weight
-                        && (v.weight < lo || v.weight > hi)
-                    {
-                        return Decision::deny(
-                            id,
-                            format!("vote weight {} is outside [{lo}, {hi}]", v.weight),
-                        );
-                    }
-                }
-                _ => {}
-            }
-            if let Some((to, amount)) = outflow(op) {
-                if let Some(to) = to
-                    && !any_glob(&rule.transfer_to, to)
-                {
-                    return Decision::deny(id, format!("recipient {to} is not allowed"));
-                }
-                for m in rule.max_transfer.iter().flatten() {
-                    if let Ok(max) = parse_symbol_amount(m)
-                        && max.symbol == amount.symbol
-                        && amount.amount > max.amount
-                    {
-                        return Decision::deny(
-                            id,
-                            format!("{amount} exceeds the per-transfer maximum {max}"),
-                        );
-                    }
-                }
-                *totals.entry(amount.symbol).or_insert(0) += amount.amount.max(0);
-            }
-        }
-        let mut spend = vec![];
-        for l in rule.spend_limits.iter().flatten() {
-            if let Ok(max) = parse_symbol_amount(&l.max) {
-                let amount = totals.get(&max.symbol).copied().unwrap_or(0);
-                if amount > 0 {
-                    spend.push(Spend {
-                        counter: format!("{id}/{}", max.symbol.name()),
-                        amount,
-                        max: max.amount,
-                        window_secs: (l.window_hours * 3600.0) as u64,
-                    });
-                }
-            }
-        }
-        Decision {
-            approve: true,
-            rule: id.into(),
-            reason: format!("{} operation(s) allowed", ops.len()),
-            spend,
-        }
+        rule_sign(rule, account, ops, required, broadcast)
     }
 
     /// Decides a challenge request.
@@ -420,6 +331,7 @@ pub fn explain(
     account: &str,
     app: &str,
     decrypt_enabled: bool,
+    chain: &ChainId,
 ) -> Result<Decision, String> {
     if let Some(ops) = v
         .as_array()
@@ -437,7 +349,7 @@ pub fn explain(
             .get("broadcast")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(true);
-        return Ok(p.decide_sign(account, app, &ops, &probe.required(), broadcast));
+        return Ok(p.decide_sign(account, app, &ops, &probe.required(), broadcast, chain));
     }
     if v.get("challenge").is_some() {
         let kt: KeyType = serde_json::from_value(v.get("key_type").cloned().unwrap_or_default())
@@ -468,43 +380,276 @@ fn default_sign(ops: &[Operation], required: &RequiredAuthorities) -> Decision {
             format!("{op} needs {level} authority; no rule allows it"),
         );
     }
+    // Posting operations that redirect value (comment beneficiaries) need a rule naming them.
+    if let Some(op) = ops.iter().find(|o| !flows(o).counterparties.is_empty()) {
+        return Decision::deny(
+            "default",
+            format!(
+                "{} redirects rewards to other accounts; no rule allows it",
+                op.name()
+            ),
+        );
+    }
     Decision::approve("default", "posting operations are approved by default")
 }
 
-/// What leaves the account in an operation: (recipient, amount).
-pub fn outflow(op: &Operation) -> Option<(Option<&str>, Asset)> {
-    match op {
-        Operation::Transfer(t) => Some((Some(t.to.as_str()), t.amount)),
-        Operation::TransferToSavings(t) => Some((Some(t.to.as_str()), t.amount)),
-        Operation::TransferFromSavings(t) => Some((Some(t.to.as_str()), t.amount)),
-        Operation::TransferToVesting(t) => Some((Some(t.to.as_str()), t.amount)),
-        Operation::RecurrentTransfer(t) => {
-            let total = t
-                .amount
-                .amount
-                .saturating_mul(i64::from(t.executions.max(1)));
-            Some((
-                Some(t.to.as_str()),
-                Asset {
-                    amount: total,
-                    symbol: t.amount.symbol,
-                },
-            ))
-        }
-        Operation::EscrowTransfer(t) => Some((
-            Some(t.to.as_str()),
-            Asset {
-                amount: t.hive_amount.amount,
-                symbol: t.hive_amount.symbol,
-            },
-        )),
-        Operation::DelegateVestingShares(d) => Some((Some(d.delegatee.as_str()), d.vesting_shares)),
-        Operation::LimitOrderCreate(l) => Some((None, l.amount_to_sell)),
-        Operation::LimitOrderCreate2(l) => Some((None, l.amount_to_sell)),
-        Operation::Convert(c) => Some((None, c.amount)),
-        Operation::CollateralizedConvert(c) => Some((None, c.amount)),
-        _ => None,
+fn rule_sign(
+    rule: &Rule,
+    account: &str,
+    ops: &[Operation],
+    required: &RequiredAuthorities,
+    broadcast: bool,
+) -> Decision {
+    let id = rule.id.as_str();
+    if !broadcast && rule.sign_only == Some(false) {
+        return Decision::deny(id, "sign-only is not allowed");
     }
+    if broadcast && rule.broadcast == Some(false) {
+        return Decision::deny(id, "broadcasting is not allowed");
+    }
+    if let Some(max) = rule.max_ops
+        && ops.len() > max
+    {
+        return Decision::deny(
+            id,
+            format!("{} operations exceed the maximum of {max}", ops.len()),
+        );
+    }
+    let roles = rule.roles();
+    for (_, level) in &required.accounts {
+        if !roles.contains(&level.as_str()) {
+            return Decision::deny(id, format!("{level} authority is not allowed by this rule"));
+        }
+    }
+    let max_transfer: Vec<Asset> = rule
+        .max_transfer
+        .iter()
+        .flatten()
+        .filter_map(|m| parse_symbol_amount(m).ok())
+        .collect();
+    let mut totals: BTreeMap<Symbol, i64> = BTreeMap::new();
+    for op in ops {
+        let name = op.name();
+        if let Some(allowed) = &rule.allowed_ops {
+            if !allowed.iter().any(|a| a == name) {
+                return Decision::deny(id, format!("operation {name} is not allowed"));
+            }
+        } else if op
+            .required()
+            .accounts
+            .iter()
+            .any(|(_, l)| *l != Level::Posting)
+        {
+            return Decision::deny(
+                id,
+                format!(
+                    "operation {name} needs active authority and the rule lists no allowed_ops"
+                ),
+            );
+        }
+        match op {
+            Operation::CustomJson(c) => {
+                if !any_glob(&rule.custom_json_ids, &c.id) {
+                    return Decision::deny(id, format!("custom_json id {:?} is not allowed", c.id));
+                }
+                if !c.required_auths.0.is_empty() && !rule.active_custom_json {
+                    return Decision::deny(
+                        id,
+                        "custom_json with active authority (required_auths) is not allowed",
+                    );
+                }
+            }
+            Operation::Vote(v) => {
+                if let Some([lo, hi]) = rule.vote_weight
+                    && (v.weight < lo || v.weight > hi)
+                {
+                    return Decision::deny(
+                        id,
+                        format!("vote weight {} is outside [{lo}, {hi}]", v.weight),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let flow = flows(op);
+        for to in &flow.counterparties {
+            if *to != account && !any_glob(&rule.transfer_to, to) {
+                return Decision::deny(id, format!("{name}: counterparty {to:?} is not allowed"));
+            }
+        }
+        let mut per_op: BTreeMap<Symbol, i64> = BTreeMap::new();
+        for a in &flow.amounts {
+            let e = per_op.entry(a.symbol).or_insert(0);
+            *e = e.saturating_add(a.amount.max(0));
+        }
+        for (symbol, amount) in per_op {
+            if let Some(max) = max_transfer.iter().find(|m| m.symbol == symbol)
+                && amount > max.amount
+            {
+                let moved = Asset { amount, symbol };
+                return Decision::deny(
+                    id,
+                    format!("{name} moves {moved}, more than the per-operation maximum {max}"),
+                );
+            }
+            let t = totals.entry(symbol).or_insert(0);
+            *t = t.saturating_add(amount);
+        }
+    }
+    let mut spend = vec![];
+    for l in rule.spend_limits.iter().flatten() {
+        if let Ok(max) = parse_symbol_amount(&l.max) {
+            let amount = totals.get(&max.symbol).copied().unwrap_or(0);
+            if amount > 0 {
+                spend.push(Spend {
+                    counter: format!("{id}/{}", max.symbol.name()),
+                    amount,
+                    max: max.amount,
+                    window_secs: (l.window_hours * 3600.0) as u64,
+                });
+            }
+        }
+    }
+    Decision {
+        approve: true,
+        rule: id.into(),
+        reason: format!("{} operation(s) allowed", ops.len()),
+        spend,
+    }
+}
+
+/// Whether `symbol` is an asset of `chain`: HIVE/HBD on mainnet, TESTS/TBD on the testnet,
+/// either on another chain id (a mirrornet keeps mainnet's symbols, a private testnet may
+/// not).
+pub fn symbol_allowed(chain: &ChainId, symbol: Symbol) -> bool {
+    let testnet = ChainId::from_name("testnet").ok();
+    match symbol {
+        Symbol::Vests => true,
+        Symbol::Hive | Symbol::Hbd => Some(*chain) != testnet,
+        Symbol::Tests | Symbol::Tbd => *chain != ChainId::MAINNET,
+    }
+}
+
+/// What an operation moves: the accounts that receive value (or future value) and the
+/// amounts that leave or are committed by the signing account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flow<'a> {
+    /// Accounts receiving value, rewards, routed withdrawals, delegations, escrow roles.
+    pub counterparties: Vec<&'a str>,
+    /// Amounts moved or committed (fees included).
+    pub amounts: Vec<Asset>,
+}
+
+fn flow<'a>(counterparties: Vec<&'a str>, amounts: Vec<Asset>) -> Flow<'a> {
+    Flow {
+        counterparties,
+        amounts,
+    }
+}
+
+/// The value an operation moves. Every operation is listed (no catch-all): a new operation
+/// cannot be signed before it is classified here.
+pub fn flows(op: &Operation) -> Flow<'_> {
+    use Operation as O;
+    match op {
+        O::Transfer(t) => flow(vec![&t.to], vec![t.amount]),
+        O::TransferToVesting(t) => flow(vec![&t.to], vec![t.amount]),
+        O::TransferToSavings(t) => flow(vec![&t.to], vec![t.amount]),
+        O::TransferFromSavings(t) => flow(vec![&t.to], vec![t.amount]),
+        O::RecurrentTransfer(t) => flow(
+            vec![&t.to],
+            vec![Asset {
+                amount: t
+                    .amount
+                    .amount
+                    .saturating_mul(i64::from(t.executions.max(1))),
+                symbol: t.amount.symbol,
+            }],
+        ),
+        O::EscrowTransfer(t) => flow(
+            vec![&t.to, &t.agent],
+            vec![t.hbd_amount, t.hive_amount, t.fee],
+        ),
+        O::EscrowRelease(t) => flow(vec![&t.receiver], vec![t.hbd_amount, t.hive_amount]),
+        O::DelegateVestingShares(d) => flow(vec![&d.delegatee], vec![d.vesting_shares]),
+        O::SetWithdrawVestingRoute(r) => flow(vec![&r.to_account], vec![]),
+        O::WithdrawVesting(w) => flow(vec![], vec![w.vesting_shares]),
+        O::LimitOrderCreate(l) => flow(vec![], vec![l.amount_to_sell]),
+        O::LimitOrderCreate2(l) => flow(vec![], vec![l.amount_to_sell]),
+        O::Convert(c) => flow(vec![], vec![c.amount]),
+        O::CollateralizedConvert(c) => flow(vec![], vec![c.amount]),
+        O::ClaimAccount(c) => flow(vec![], vec![c.fee]),
+        O::AccountCreate(a) => flow(vec![&a.new_account_name], vec![a.fee]),
+        O::AccountCreateWithDelegation(a) => {
+            flow(vec![&a.new_account_name], vec![a.fee, a.delegation])
+        }
+        O::CreateProposal(p) => {
+            // The creator pays 10 HBD, plus 1 HBD per day the proposal runs beyond 60 days;
+            // the receiver is paid by the DAO.
+            let days = i64::from(p.end_date.0.saturating_sub(p.start_date.0)) / 86_400;
+            flow(
+                vec![&p.receiver],
+                vec![Asset::hbd(10_000 + (days - 60).max(0) * 1_000)],
+            )
+        }
+        O::CommentOptions(c) => flow(
+            c.extensions
+                .0
+                .iter()
+                .flat_map(|b| b.beneficiaries.iter().map(|x| x.account.as_str()))
+                .collect(),
+            vec![],
+        ),
+        O::Vote(_)
+        | O::Comment(_)
+        | O::DeleteComment(_)
+        | O::CustomJson(_)
+        | O::Custom(_)
+        | O::CustomBinary(_)
+        | O::FeedPublish(_)
+        | O::AccountUpdate(_)
+        | O::AccountUpdate2(_)
+        | O::WitnessUpdate(_)
+        | O::WitnessSetProperties(_)
+        | O::WitnessBlockApprove(_)
+        | O::AccountWitnessVote(_)
+        | O::AccountWitnessProxy(_)
+        | O::UpdateProposalVotes(_)
+        | O::RemoveProposal(_)
+        | O::UpdateProposal(_)
+        | O::LimitOrderCancel(_)
+        | O::CancelTransferFromSavings(_)
+        | O::ClaimRewardBalance(_)
+        | O::CreateClaimedAccount(_)
+        | O::EscrowApprove(_)
+        | O::EscrowDispute(_)
+        | O::RequestAccountRecovery(_)
+        | O::RecoverAccount(_)
+        | O::ChangeRecoveryAccount(_)
+        | O::ResetAccount(_)
+        | O::SetResetAccount(_)
+        | O::DeclineVotingRights(_)
+        | O::Pow(_)
+        | O::Pow2(_) => Flow::default(),
+    }
+}
+
+/// Every asset an operation names (moved or not), for the chain check.
+fn assets(op: &Operation) -> Vec<Asset> {
+    use Operation as O;
+    let mut v = flows(op).amounts;
+    match op {
+        O::CommentOptions(c) => v.push(c.max_accepted_payout),
+        O::LimitOrderCreate(l) => v.push(l.min_to_receive),
+        O::LimitOrderCreate2(l) => v.extend([l.exchange_rate.base, l.exchange_rate.quote]),
+        O::FeedPublish(f) => v.extend([f.exchange_rate.base, f.exchange_rate.quote]),
+        O::ClaimRewardBalance(c) => v.extend([c.reward_hive, c.reward_hbd, c.reward_vests]),
+        O::WitnessUpdate(w) => v.extend([w.fee, w.props.account_creation_fee]),
+        O::CreateProposal(p) => v.push(p.daily_pay),
+        O::UpdateProposal(p) => v.push(p.daily_pay),
+        _ => {}
+    }
+    v
 }
 
 #[cfg(test)]
@@ -548,12 +693,12 @@ mod tests {
         let vote = ops(
             json!([["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 100}]]),
         );
-        let d = p.decide_sign("alice", "app", &vote, &req(&vote), true);
+        let d = p.decide_sign("alice", "app", &vote, &req(&vote), true, &ChainId::MAINNET);
         assert!(d.approve && d.rule == "default");
         let t = ops(
             json!([["transfer", {"from": "alice", "to": "bob", "amount": "1.000 HIVE", "memo": ""}]]),
         );
-        let d = p.decide_sign("alice", "app", &t, &req(&t), true);
+        let d = p.decide_sign("alice", "app", &t, &req(&t), true, &ChainId::MAINNET);
         assert!(!d.approve);
         assert!(
             d.reason.contains("transfer needs active authority"),
@@ -564,8 +709,15 @@ mod tests {
             json!([["vote", {"voter": "carol", "author": "bob", "permlink": "p", "weight": 100}]]),
         );
         assert!(
-            !p.decide_sign("alice", "app", &other, &req(&other), true)
-                .approve
+            !p.decide_sign(
+                "alice",
+                "app",
+                &other,
+                &req(&other),
+                true,
+                &ChainId::MAINNET
+            )
+            .approve
         );
         assert!(
             p.decide_challenge("alice", "app", KeyType::Posting, false, false)
@@ -600,7 +752,7 @@ mod tests {
             ops(json!([["transfer", {"from": "alice", "to": to, "amount": amt, "memo": ""}]]))
         };
         let ok = t("bob", "5.000 HIVE");
-        let d = p.decide_sign("alice", "game-x", &ok, &req(&ok), true);
+        let d = p.decide_sign("alice", "game-x", &ok, &req(&ok), true, &ChainId::MAINNET);
         assert!(d.approve, "{d:?}");
         assert_eq!(
             d.spend,
@@ -617,24 +769,26 @@ mod tests {
             &t("eve", "1.000 HIVE"),
             &req(&t("eve", "1.000 HIVE")),
             true,
+            &ChainId::MAINNET,
         );
-        assert_eq!(d.reason, "recipient eve is not allowed");
+        assert_eq!(d.reason, "transfer: counterparty \"eve\" is not allowed");
         let big = t("bob", "11.000 HIVE");
         assert!(
-            p.decide_sign("alice", "game-x", &big, &req(&big), true)
+            p.decide_sign("alice", "game-x", &big, &req(&big), true, &ChainId::MAINNET)
                 .reason
-                .contains("per-transfer maximum")
+                .contains("per-operation maximum")
         );
         // Another app falls through to the default rule.
         assert_eq!(
-            p.decide_sign("alice", "other", &ok, &req(&ok), true).rule,
+            p.decide_sign("alice", "other", &ok, &req(&ok), true, &ChainId::MAINNET)
+                .rule,
             "default"
         );
         let v = ops(
             json!([["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 6000}]]),
         );
         assert!(
-            p.decide_sign("alice", "game-x", &v, &req(&v), true)
+            p.decide_sign("alice", "game-x", &v, &req(&v), true, &ChainId::MAINNET)
                 .reason
                 .contains("vote weight")
         );
@@ -642,7 +796,7 @@ mod tests {
             json!([["comment", {"parent_author": "", "parent_permlink": "x", "author": "alice", "permlink": "p", "title": "", "body": "b", "json_metadata": ""}]]),
         );
         assert!(
-            p.decide_sign("alice", "game-x", &c, &req(&c), true)
+            p.decide_sign("alice", "game-x", &c, &req(&c), true, &ChainId::MAINNET)
                 .reason
                 .contains("comment is not allowed")
         );
@@ -668,16 +822,25 @@ mod tests {
             )
         };
         let a = cj("game-move", false);
-        assert!(p.decide_sign("alice", "x", &a, &req(&a), true).approve);
+        assert!(
+            p.decide_sign("alice", "x", &a, &req(&a), true, &ChainId::MAINNET)
+                .approve
+        );
         let b = cj("other", false);
-        assert!(!p.decide_sign("alice", "x", &b, &req(&b), true).approve);
+        assert!(
+            !p.decide_sign("alice", "x", &b, &req(&b), true, &ChainId::MAINNET)
+                .approve
+        );
         let c = cj("game-move", true);
-        assert!(!p.decide_sign("alice", "x", &c, &req(&c), true).approve);
+        assert!(
+            !p.decide_sign("alice", "x", &c, &req(&c), true, &ChainId::MAINNET)
+                .approve
+        );
         let owner = ops(
             json!([["change_recovery_account", {"account_to_recover": "alice", "new_recovery_account": "bob", "extensions": []}]]),
         );
         assert_eq!(
-            p.decide_sign("alice", "x", &owner, &req(&owner), true)
+            p.decide_sign("alice", "x", &owner, &req(&owner), true, &ChainId::MAINNET)
                 .reason,
             "owner authority is never used"
         );
@@ -725,15 +888,20 @@ mod tests {
         };
         // broadcast = false: sign-only allowed, broadcast refused.
         let v = vote("bot-1", 1);
-        assert!(p.decide_sign("bot-1", "x", &v, &req(&v), false).approve);
+        assert!(
+            p.decide_sign("bot-1", "x", &v, &req(&v), false, &ChainId::MAINNET)
+                .approve
+        );
         assert_eq!(
-            p.decide_sign("bot-1", "x", &v, &req(&v), true).reason,
+            p.decide_sign("bot-1", "x", &v, &req(&v), true, &ChainId::MAINNET)
+                .reason,
             "broadcasting is not allowed"
         );
         // max_ops = 2.
         let v3 = vote("bot-1", 3);
         assert_eq!(
-            p.decide_sign("bot-1", "x", &v3, &req(&v3), false).reason,
+            p.decide_sign("bot-1", "x", &v3, &req(&v3), false, &ChainId::MAINNET)
+                .reason,
             "3 operations exceed the maximum of 2"
         );
         // challenge_roles and memo_decrypt (which also needs the service switch).
@@ -755,7 +923,8 @@ mod tests {
         );
         // First match wins: bot-1 with app "signer" is still decided by "bots".
         assert_eq!(
-            p.decide_sign("bot-1", "signer", &v, &req(&v), false).rule,
+            p.decide_sign("bot-1", "signer", &v, &req(&v), false, &ChainId::MAINNET)
+                .rule,
             "bots"
         );
         // sign_only = false, and key_roles = posting refuses a transfer even though
@@ -764,11 +933,13 @@ mod tests {
             json!([["transfer", {"from": "alice", "to": "bob", "amount": "1.000 HIVE", "memo": ""}]]),
         );
         assert_eq!(
-            p.decide_sign("alice", "signer", &t, &req(&t), false).reason,
+            p.decide_sign("alice", "signer", &t, &req(&t), false, &ChainId::MAINNET)
+                .reason,
             "sign-only is not allowed"
         );
         assert_eq!(
-            p.decide_sign("alice", "signer", &t, &req(&t), true).reason,
+            p.decide_sign("alice", "signer", &t, &req(&t), true, &ChainId::MAINNET)
+                .reason,
             "active authority is not allowed by this rule"
         );
         // allowed_ops absent and active custom_json allowed by the flag, but the rule's key
@@ -776,16 +947,23 @@ mod tests {
         let cj = ops(
             json!([["custom_json", {"required_auths": ["alice"], "required_posting_auths": [], "id": "ops", "json": "{}"}]]),
         );
-        let d = p.decide_sign("alice", "ops-1", &cj, &req(&cj), true);
+        let d = p.decide_sign("alice", "ops-1", &cj, &req(&cj), true, &ChainId::MAINNET);
         assert!(!d.approve && d.rule == "active-json", "{d:?}");
         assert_eq!(d.reason, "active authority is not allowed by this rule");
         // With the active role and the op listed, the flag lets it through.
-        let d = p.decide_sign("alice", "keys", &cj, &req(&cj), true);
+        let d = p.decide_sign("alice", "keys", &cj, &req(&cj), true, &ChainId::MAINNET);
         assert!(d.approve, "{d:?}");
         // No matching rule: the default refuses active authority.
         assert!(
-            !p.decide_sign("alice", "elsewhere", &cj, &req(&cj), true)
-                .approve
+            !p.decide_sign(
+                "alice",
+                "elsewhere",
+                &cj,
+                &req(&cj),
+                true,
+                &ChainId::MAINNET
+            )
+            .approve
         );
     }
 }

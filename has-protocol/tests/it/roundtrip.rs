@@ -2,7 +2,7 @@
 
 use has_protocol::messages::*;
 use has_protocol::payloads::*;
-use has_protocol::{AuthKey, Encrypted, KeyType, RequestId, UnixMillis, frame};
+use has_protocol::{AuthKey, Encrypted, KeyType, RequestId, frame};
 use proptest::prelude::*;
 
 fn account() -> impl Strategy<Value = has_protocol::AccountName> {

@@ -139,7 +139,11 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         ],
         None,
     );
-    assert!(ok && out.contains("enrollment window open"), "{out}");
+    assert!(
+        ok && out.contains("enrollment window 1 open for alice, app bot")
+            && out.contains("for one session"),
+        "{out}"
+    );
     assert!(
         !run(
             dir.path(),
@@ -148,6 +152,42 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         )
         .0
     );
+    let (ok, out, _) = run(
+        dir.path(),
+        &["enroll", "--account", "alice", "--uses", "3", "--for", "1h"],
+        None,
+    );
+    assert!(
+        ok && out.contains("window 2") && out.contains("for 3 sessions"),
+        "{out}"
+    );
+    let (ok, out, _) = run(
+        dir.path(),
+        &["enroll", "--account", "alice", "--unlimited"],
+        None,
+    );
+    assert!(ok && out.contains("for any number of sessions"), "{out}");
+    let (ok, out, _) = run(dir.path(), &["enroll", "list"], None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(ok && lines.len() == 4, "{out}");
+    assert!(
+        lines[1].starts_with("1\talice\tbot\t") && lines[1].ends_with("\t1"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("\t*\t") && lines[2].ends_with("\t3"),
+        "{out}"
+    );
+    assert!(lines[3].ends_with("\tunlimited"), "{out}");
+    assert!(run(dir.path(), &["enroll", "close", "--id", "1"], None).0);
+    assert!(
+        !run(dir.path(), &["enroll", "close", "--id", "1"], None).0,
+        "already closed"
+    );
+    let (ok, out, _) = run(dir.path(), &["enroll", "close", "--account", "alice"], None);
+    assert!(ok && out.contains("closed 2 window(s)"), "{out}");
+    let (_, out, _) = run(dir.path(), &["enroll", "list"], None);
+    assert_eq!(out.lines().count(), 1, "{out}");
 
     // Policy check and validate.
     std::fs::write(
@@ -225,9 +265,9 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
     {
         let c = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
         for i in 0..3 {
-            pksa_service::audit::append(
+            pksa_service::state::audit::append(
                 &c,
-                &pksa_service::audit::Entry {
+                &pksa_service::state::audit::Entry {
                     uuid: format!("u{i}"),
                     account: "alice".into(),
                     app: "bot".into(),
@@ -264,7 +304,7 @@ fn import_reference_files() {
         ),
     )
     .unwrap();
-    let live = pksa_service::store::now_ms() + 86_400_000;
+    let live = pksa_service::state::now_ms() + 86_400_000;
     std::fs::write(
         dir.path().join("storage.json"),
         format!(r#"{{"pksa_name":"old","auth_req_secret":"s","accounts":[{{"name":"alice","auths":[{{"key":"k-live-0000-4000-8000-000000000000","expire":{live},"app":"bot","nonce":1690000000123}},{{"key":"k-old","expire":1,"app":"gone"}}]}}]}}"#),

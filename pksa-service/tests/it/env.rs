@@ -12,10 +12,11 @@ use has_protocol::{AuthReqSecret, frame};
 use hive_chain::ChainId;
 use hive_chain::accounts::Account;
 use hive_chain::dryrun::{self, DryRunNode};
+use pksa_service::Settings;
+use pksa_service::daemon::{self, Service};
 use pksa_service::keystore::KeyStore;
 use pksa_service::policy::PolicyConfig;
-use pksa_service::service::{self, Service, Settings};
-use pksa_service::store::{self, Sealer, Store, enrollments, now_ms};
+use pksa_service::state::{self, Sealer, Store, enrollments, now_ms};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -124,6 +125,12 @@ pub async fn relay_on(
 
 impl Builder {
     pub async fn start(self) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = self.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let alice = TestAccount::new("alice");
         let bob = TestAccount::new("bob");
@@ -154,12 +161,12 @@ impl Builder {
         .await;
         if self.enroll {
             svc.store
-                .call(|c| enrollments::open(c, "alice", None, now_ms() + 600_000))
+                .call(|c| enrollments::open(c, "alice", None, now_ms() + 600_000, None))
                 .await
                 .unwrap();
         }
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(service::run(svc.clone(), None, rx));
+        let task = tokio::spawn(daemon::run(svc.clone(), None, rx));
         let env = Env {
             relay_addr: relay.addr,
             relay_url: relay.url.clone(),
@@ -235,10 +242,10 @@ pub async fn build_service_on(
     let store = Store::open(
         &dir.join("state.sqlite"),
         Sealer::new(state_key),
-        store::Sync::Normal,
+        state::Sync::Normal,
     )
     .unwrap();
-    let rpc = service::rpc_client(vec![node_url.to_owned()]).unwrap();
+    let rpc = daemon::rpc_client(vec![node_url.to_owned()]).unwrap();
     let mut servers = vec![relay_url.to_owned()];
     servers.extend(extra.iter().cloned());
     Service::new("e2e-pksa".into(), ks, store, rpc, chain, settings, &servers)
@@ -249,7 +256,7 @@ pub async fn client_for(relay_url: &str, node_url: &str) -> HasClient {
     HasClient::connect(relay_url)
         .await
         .unwrap()
-        .with_chain(service::rpc_client(vec![node_url.to_owned()]).unwrap())
+        .with_chain(daemon::rpc_client(vec![node_url.to_owned()]).unwrap())
 }
 
 impl Env {
@@ -429,7 +436,7 @@ pub fn cli_store(dir: &std::path::Path) -> Store {
     Store::open(
         &dir.join("state.sqlite"),
         Sealer::new(key),
-        store::Sync::Normal,
+        state::Sync::Normal,
     )
     .unwrap()
 }
@@ -450,9 +457,7 @@ pub async fn create_session(
         s.sealer().clone(),
     );
     s.call(move |c| {
-        pksa_service::store::sessions::insert(
-            c, &sealer, &a, &b, &k, expire, expire, "operator", None, 0,
-        )
+        pksa_service::state::sessions::insert(c, &sealer, &operator_session(&a, &b, &k, expire))
     })
     .await
     .unwrap()
@@ -534,7 +539,7 @@ pub async fn decision_for(dir: &std::path::Path, uuid: &str) -> (String, String,
     loop {
         let u = uuid.to_owned();
         let rows = s
-            .call(move |c| pksa_service::audit::list(c, None, None, None))
+            .call(move |c| pksa_service::state::audit::list(c, None, None, None))
             .await
             .unwrap();
         if let Some(r) = rows.into_iter().find(|r| r.entry.uuid == u) {
@@ -552,7 +557,7 @@ pub async fn decision_for(dir: &std::path::Path, uuid: &str) -> (String, String,
 pub async fn open_window(dir: &std::path::Path, account: &str, app: Option<&str>) {
     let (a, b) = (account.to_owned(), app.map(str::to_owned));
     cli_store(dir)
-        .call(move |c| enrollments::open(c, &a, b.as_deref(), now_ms() + 600_000))
+        .call(move |c| enrollments::open(c, &a, b.as_deref(), now_ms() + 600_000, None))
         .await
         .unwrap();
 }
@@ -560,7 +565,7 @@ pub async fn open_window(dir: &std::path::Path, account: &str, app: Option<&str>
 /// `pksa-service session revoke ID`, from another process.
 pub async fn revoke_session(dir: &std::path::Path, id: i64) {
     cli_store(dir)
-        .call(move |c| pksa_service::store::sessions::revoke(c, id))
+        .call(move |c| pksa_service::state::sessions::revoke(c, id))
         .await
         .unwrap();
 }
@@ -568,10 +573,36 @@ pub async fn revoke_session(dir: &std::path::Path, id: i64) {
 /// (account, app) of every session.
 pub async fn list_sessions(dir: &std::path::Path) -> Vec<(String, String)> {
     cli_store(dir)
-        .call(|c| pksa_service::store::sessions::list(c, None))
+        .call(|c| pksa_service::state::sessions::list(c, None))
         .await
         .unwrap()
         .into_iter()
         .map(|r| (r.account, r.app))
         .collect()
+}
+
+/// A session as `pksa-service session create` makes it.
+pub fn operator_session(
+    account: &str,
+    app: &str,
+    key: &has_protocol::AuthKey,
+    expire: i64,
+) -> pksa_service::state::sessions::NewSession {
+    pksa_service::state::sessions::NewSession {
+        account: account.into(),
+        app: app.into(),
+        key: key.clone(),
+        expire,
+        max_expire: expire,
+        origin: "operator",
+        token: None,
+        nonce_floor: 0,
+    }
+}
+
+/// An RFC 4122 request id named by `tag` (the same tag gives the same id).
+pub fn rid(tag: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(tag.as_bytes());
+    format!("00000000-0000-4000-8000-{}", hex::encode(&h[..6]))
 }

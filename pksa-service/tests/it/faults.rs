@@ -10,7 +10,7 @@ use has_client::{AuthMode, HasClient, SignResult};
 use has_crypto::{KeyRole, SecretString};
 use has_protocol::{AuthKey, KeyType, UnixMillis};
 use pksa_service::keystore::KeyStore;
-use pksa_service::store::{self, Sealer, Store, enrollments, now_ms, sessions};
+use pksa_service::state::{self, Sealer, Store, enrollments, now_ms, sessions};
 
 use crate::env::*;
 
@@ -160,11 +160,11 @@ async fn sigkill_during_sign_load_loses_nothing_and_logs_no_secret() {
         let store = Store::open(
             &dir.path().join("state.sqlite"),
             Sealer::new(ks.state_key().clone()),
-            store::Sync::Full,
+            state::Sync::Full,
         )
         .unwrap();
         store
-            .call(|c| enrollments::open(c, "alice", None, now_ms() + 600_000))
+            .call(|c| enrollments::open(c, "alice", None, now_ms() + 600_000, None))
             .await
             .unwrap();
     }
@@ -291,7 +291,7 @@ async fn sigkill_during_sign_load_loses_nothing_and_logs_no_secret() {
     let store = Store::open(
         &dir.path().join("state.sqlite"),
         Sealer::new(ks.state_key().clone()),
-        store::Sync::Full,
+        state::Sync::Full,
     )
     .unwrap();
     let rows = store

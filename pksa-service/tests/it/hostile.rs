@@ -9,7 +9,7 @@ use has_crypto::KeyRole;
 use has_protocol::messages::*;
 use has_protocol::payloads::*;
 use has_protocol::{AuthKey, Encrypted, KeyType, RelayToPksa, RequestId, UnixMillis};
-use pksa_service::store::{now_ms, sessions};
+use pksa_service::state::{now_ms, sessions};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -300,27 +300,23 @@ async fn hostile_requests_against_the_service() {
     let (k2, sealer) = (key.clone(), svc.store.sealer().clone());
     let exp = now_ms() + 86_400_000;
     svc.store
-        .call(move |c| {
-            sessions::insert(
-                c, &sealer, "alice", "bot", &k2, exp, exp, "operator", None, 0,
-            )
-        })
+        .call(move |c| sessions::insert(c, &sealer, &operator_session("alice", "bot", &k2, exp)))
         .await
         .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(pksa_service::service::run(svc.clone(), None, rx));
+    tokio::spawn(pksa_service::run(svc.clone(), None, rx));
     let mut conn = fake.accept(1.0, 1).await;
 
     let later = UnixMillis(now_ms() as u64 + 60_000);
     let acct = |a: &str| a.parse::<has_protocol::AccountName>().unwrap();
-    let rid = |s: String| RequestId::try_from(s).unwrap();
+    let req_id = |s: String| RequestId::try_from(s).unwrap();
     let sign = |k: &AuthKey, ops: Vec<Value>, nonce: Option<u64>| {
         Encrypted::encrypt(
             &SignReqData {
                 key_type: KeyType::Posting,
                 ops,
                 broadcast: false,
-                nonce: nonce.map(UnixMillis),
+                nonce: nonce.map(has_protocol::Nonce),
             },
             k,
         )
@@ -329,8 +325,8 @@ async fn hostile_requests_against_the_service() {
     let mut n = 0u64;
     let mut next = |exp: Option<&'static str>, f: Box<dyn Fn(RequestId) -> Value>| {
         n += 1;
-        let uuid = format!("h-{n}");
-        let frame = f(rid(uuid.clone()));
+        let uuid = crate::env::rid(&format!("h-{n}"));
+        let frame = f(req_id(uuid.clone()));
         (uuid, exp, frame.to_string())
     };
     // 1. Relayed requests with data that is not a ciphertext, wrong types, bad values: the
@@ -451,7 +447,7 @@ async fn hostile_requests_against_the_service() {
         json!(["transfer", {"from": "alice", "to": "bob", "amount": "1.0 HIVE", "memo": ""}]),
         json!(["vote", {"voter": "alice", "author": "b", "permlink": "p", "weight": 99999}]),
     ] {
-        let data = sign(&key, vec![bad], Some(now_ms() as u64 * 10));
+        let data = sign(&key, vec![bad], Some(now_ms() as u64 + 100_000));
         frames.push(next(
             Some("sign_err"),
             Box::new(move |u| {
@@ -466,7 +462,7 @@ async fn hostile_requests_against_the_service() {
         ));
     }
     // 8. Replayed nonces (after a first accepted one): sign_err.
-    let first = now_ms() as u64 * 100;
+    let first = now_ms() as u64 + 200_000;
     let data = sign(&key, vec![vote("alice", "first")], Some(first));
     frames.push(next(
         Some("sign_ack"),
@@ -569,7 +565,7 @@ async fn hostile_requests_against_the_service() {
     conn.send(encode(&RelayToPksa::ChallengeReq(RelayedChallengeReq {
         account: acct("alice"),
         data: c,
-        uuid: rid("sentinel".into()),
+        uuid: req_id(crate::env::rid("sentinel")),
         expire: later,
         token: None,
     })))
@@ -587,7 +583,7 @@ async fn hostile_requests_against_the_service() {
             break;
         };
         let uuid = r["uuid"].as_str().unwrap_or("").to_owned();
-        if uuid == "sentinel" {
+        if uuid == crate::env::rid("sentinel") {
             sentinel = true;
             continue;
         }

@@ -10,7 +10,7 @@ use has_protocol::payloads::*;
 use has_protocol::{
     AuthKey, AuthReqSecret, Encrypted, KeyType, RelayToPksa, RequestId, UnixMillis,
 };
-use pksa_service::store::{now_ms, sessions};
+use pksa_service::state::{now_ms, sessions};
 use serde_json::json;
 
 use crate::env::*;
@@ -18,10 +18,10 @@ use crate::env::*;
 async fn fake_env(
     accounts: Vec<(String, Vec<KeyRole>)>,
     protocol: f64,
-    settings: Option<pksa_service::service::Settings>,
+    settings: Option<pksa_service::Settings>,
 ) -> (
     FakeConn,
-    std::sync::Arc<pksa_service::service::Service>,
+    std::sync::Arc<pksa_service::Service>,
     AuthKey,
     tokio::sync::watch::Sender<bool>,
     tempfile::TempDir,
@@ -50,15 +50,11 @@ async fn fake_env(
     let (k2, sealer) = (key.clone(), svc.store.sealer().clone());
     let exp = now_ms() + 86_400_000;
     svc.store
-        .call(move |c| {
-            sessions::insert(
-                c, &sealer, "alice", "bot", &k2, exp, exp, "operator", None, 0,
-            )
-        })
+        .call(move |c| sessions::insert(c, &sealer, &operator_session("alice", "bot", &k2, exp)))
         .await
         .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(pksa_service::service::run(svc.clone(), None, rx));
+    tokio::spawn(pksa_service::run(svc.clone(), None, rx));
     let conn = fake
         .accept(protocol, if protocol > 1.0 { 0 } else { n_accounts })
         .await;
@@ -102,7 +98,7 @@ async fn bug3_no_lost_nonce_updates_under_concurrency() {
     for i in 0..50u64 {
         conn.send(sign_req(
             &key,
-            &format!("u{i}"),
+            &rid(&format!("u{i}")),
             base + i,
             "alice",
             vec![vote("alice", &format!("p{i}"))],
@@ -150,14 +146,14 @@ async fn bug4_5_9_silence_for_what_is_not_ours() {
     conn.send(encode(&RelayToPksa::AuthReq(RelayedAuthReq {
         account: "alice".parse().unwrap(),
         data: Encrypted::encrypt(&data, &stranger),
-        uuid: RequestId::try_from("s2".to_owned()).unwrap(),
+        uuid: RequestId::try_from(rid("s2")).unwrap(),
         expire: UnixMillis(now_ms() as u64 + 60_000),
         auth_key: Some(wrong_secret),
         token: None,
     })))
     .await;
     // Garbage that CryptoJS would "decrypt" to a short string for some wrong keys.
-    conn.send(json!({"cmd": "challenge_req", "account": "alice", "data": "U2FsdGVkX19hYmNkZWZnaAAAAAAAAAAAAAAAAAAAAAA=", "uuid": "s3", "expire": now_ms() + 60_000})).await;
+    conn.send(json!({"cmd": "challenge_req", "account": "alice", "data": "U2FsdGVkX19hYmNkZWZnaAAAAAAAAAAAAAAAAAAAAAA=", "uuid": rid("s3"), "expire": now_ms() + 60_000})).await;
     // Another account, and an expired request.
     conn.send(sign_req(
         &stranger,
@@ -268,7 +264,8 @@ async fn bug10_key_type_is_a_hint_authority_comes_from_the_ops() {
 async fn bug11_auth_err_is_encrypted() {
     let (mut conn, _svc, key, stop, _d, _n) =
         fake_env(vec![("alice".into(), vec![KeyRole::Posting])], 1.0, None).await;
-    // A challenge with the active key, which this PKSA does not hold.
+    // A challenge with the memo key, which this PKSA does not hold (an error, not a
+    // refusal by policy: refusals are nacks or silence, like every command's).
     let data = AuthReqData {
         app: AppInfo {
             name: "x".into(),
@@ -277,7 +274,7 @@ async fn bug11_auth_err_is_encrypted() {
             pubkey: None,
         },
         challenge: Some(ChallengeSpec {
-            key_type: KeyType::Active,
+            key_type: KeyType::Memo,
             challenge: "c".into(),
         }),
         token: None,
@@ -285,7 +282,7 @@ async fn bug11_auth_err_is_encrypted() {
     conn.send(encode(&RelayToPksa::AuthReq(RelayedAuthReq {
         account: "alice".parse().unwrap(),
         data: Encrypted::encrypt(&data, &key),
-        uuid: RequestId::try_from("e1".to_owned()).unwrap(),
+        uuid: RequestId::try_from(rid("e1")).unwrap(),
         expire: UnixMillis(now_ms() as u64 + 60_000),
         auth_key: None,
         token: None,
@@ -296,12 +293,12 @@ async fn bug11_auth_err_is_encrypted() {
     let text = r["error"].as_str().unwrap();
     assert!(text.starts_with("U2FsdGVkX1"), "encrypted: {text}");
     let e = ReplyError {
-        uuid: RequestId::try_from("e1".to_owned()).unwrap(),
+        uuid: RequestId::try_from(rid("e1")).unwrap(),
         error: text.to_owned(),
         pok: None,
     };
     assert!(
-        e.message(&key).contains("not allowed") || e.message(&key).contains("no active key"),
+        e.message(&key).contains("no memo key"),
         "{}",
         e.message(&key)
     );

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use has_client::{AuthMode, SignResult};
 use has_protocol::KeyType;
-use pksa_service::sandbox::{self, Options};
+use pksa_service::cli::sandbox::{self, Options};
 
 use crate::env::{Env, client_for, vote};
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::watch;
 
-use crate::service::Service;
+use super::Service;
 
 /// Renders the metrics text.
 pub async fn render(svc: &Service) -> String {
@@ -125,7 +125,7 @@ pub async fn render(svc: &Service) -> String {
                 );
                 let left = svc
                     .store
-                    .call(move |conn| crate::spend::headroom(conn, &a, &c, max.amount, w))
+                    .call(move |conn| crate::state::spend::headroom(conn, &a, &c, max.amount, w))
                     .await;
                 if let Ok(left) = left {
                     let _ = writeln!(
@@ -148,18 +148,28 @@ pub async fn serve(
     let m = svc.clone();
     let r = svc.clone();
     let app = axum::Router::new()
-        .route("/metrics", get(move || { let svc = m.clone(); async move { render(&svc).await } }))
+        .route(
+            "/metrics",
+            get(move || {
+                let svc = m.clone();
+                async move { render(&svc).await }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
             get(move || {
                 let svc = r.clone();
+                // Ready means: keys, registered, and the last write to the store succeeded.
+                // No write per probe.
                 async move {
-                    let store_ok = svc.store.call(|c| c.execute_batch("CREATE TABLE IF NOT EXISTS readyz_probe(x); DELETE FROM readyz_probe;").map_err(crate::store::StoreError::from)).await.is_ok();
-                    let keys = !svc.keys.accounts().is_empty();
-                    let registered = svc.servers.iter().any(|(_, s)| s.registered.load(Ordering::Relaxed) > 0);
-                    let body = format!("keys_unlocked {keys}\nregistered {registered}\nstore_writable {store_ok}\n");
-                    if keys && registered && store_ok { (StatusCode::OK, body) } else { (StatusCode::SERVICE_UNAVAILABLE, body) }
+                    match svc.readiness() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {}\n", why.join("; ")),
+                        ),
+                    }
                 }
             }),
         );

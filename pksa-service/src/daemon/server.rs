@@ -18,9 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::handlers;
-use crate::service::{ServerStatus, Service};
-use crate::store::now_ms;
+use super::{ServerStatus, Service};
+use crate::request::{self, Request};
+use crate::state::now_ms;
+use crate::text::Escaped;
 
 /// Liveness: a ping every interval; no pong for three intervals means the link is dead.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -38,7 +39,7 @@ enum Ended {
 }
 
 /// Runs the connection to one server until shutdown.
-pub async fn server_task(
+pub(crate) async fn server_task(
     svc: Arc<Service>,
     url: String,
     status: Arc<ServerStatus>,
@@ -72,7 +73,7 @@ pub async fn server_task(
                 attempt = attempt.saturating_add(1);
                 let jitter: f64 = rand::random_range(0.5..1.5);
                 let wait = base.mul_f64(jitter);
-                tracing::warn!(server = %url, reason = %why, retry_in_ms = wait.as_millis() as u64, "HAS connection ended");
+                tracing::warn!(server = %url, reason = %Escaped(&why), retry_in_ms = wait.as_millis() as u64, "HAS connection ended");
                 wait
             }
         };
@@ -177,7 +178,10 @@ async fn session(
             Ok(RelayToPksa::KeyAck(k)) => match parse_server_key(&k.key) {
                 Some(key) => server_key = Some(key),
                 None => {
-                    return Ended::Closed(format!("key_ack carries an invalid key {:?}", k.key));
+                    return Ended::Closed(format!(
+                        "key_ack carries an invalid key {}",
+                        Escaped(&k.key)
+                    ));
                 }
             },
             _ => {}
@@ -219,14 +223,24 @@ async fn session(
                                 status.registered.store(registered.len() as u64, Ordering::Relaxed);
                                 tracing::info!(server = %url, account = %a.account, "registered");
                             }
-                            Ok(req @ (RelayToPksa::AuthReq(_) | RelayToPksa::SignReq(_) | RelayToPksa::ChallengeReq(_))) => {
+                            Ok(frame @ (RelayToPksa::AuthReq(_) | RelayToPksa::SignReq(_) | RelayToPksa::ChallengeReq(_))) => {
+                                let req = match Request::from_frame(frame) {
+                                    Some(Ok(r)) => r,
+                                    Some(Err(id)) => {
+                                        // Before any crypto: the relay chose this id, and every
+                                        // reply's POK would be a memo over it.
+                                        svc.counters.decision("request", "bad_request_id");
+                                        tracing::warn!(server = %url, uuid = %Escaped(id.as_str()), "request id is not an RFC 4122 uuid: ignored");
+                                        continue;
+                                    }
+                                    None => continue,
+                                };
                                 // Session lookup and nonce reservation follow the arrival order;
                                 // the rest runs concurrently.
-                                let pre = handlers::preflight(svc, &req);
+                                let pre = request::preflight(svc, &req);
                                 let (svc, key, out) = (svc.clone(), server_key.clone(), out_tx.clone());
                                 handlers.spawn(async move {
-                                    let answer = handlers::handle(&svc, &key, req, pre).await;
-                                    if let Some(reply) = answer.reply {
+                                    if let Some(reply) = request::handle(&svc, &key, req, pre).await {
                                         match frame::encode(&reply) {
                                             Ok(t) => { let _ = out.send(t).await; }
                                             Err(e) => tracing::error!(error = %e, "reply does not pass its schema; not sent"),
@@ -234,7 +248,7 @@ async fn session(
                                     }
                                 });
                             }
-                            Ok(RelayToPksa::Error(e)) => tracing::warn!(server = %url, error = %e.error, "server error"),
+                            Ok(RelayToPksa::Error(e)) => tracing::warn!(server = %url, error = %Escaped(&e.error), "server error"),
                             Ok(RelayToPksa::KeyAck(k)) => {
                                 if let Some(key) = parse_server_key(&k.key)
                                     && key != *server_key {
@@ -242,7 +256,7 @@ async fn session(
                                     }
                             }
                             Ok(_) => {}
-                            Err(e) => tracing::debug!(server = %url, error = %e, "unreadable frame ignored"),
+                            Err(e) => tracing::debug!(server = %url, error = %Escaped(&e.to_string()), "unreadable frame ignored"),
                         }
                     }
                     Message::Pong(_) => last_pong = Instant::now(),

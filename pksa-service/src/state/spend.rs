@@ -4,8 +4,20 @@
 
 use rusqlite::{Connection, params};
 
-use crate::policy::Spend;
-use crate::store::{Result, StoreError, now_ms};
+use super::{Conflict, Result, StoreError, now_ms};
+
+/// An amount counted against a rolling spend limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spend {
+    /// `rule_id/SYMBOL`: the counter key.
+    pub counter: String,
+    /// Amount in the asset's smallest unit.
+    pub amount: i64,
+    /// The limit in the same unit.
+    pub max: i64,
+    /// Window in seconds.
+    pub window_secs: u64,
+}
 
 fn show(counter: &str, units: i64) -> String {
     let symbol = counter.rsplit('/').next().unwrap_or("");
@@ -41,14 +53,14 @@ pub fn check_and_record(
     for s in spends {
         let already = spent(conn, &s.counter, account, s.window_secs)?;
         if already.saturating_add(s.amount) > s.max {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::Conflict(Conflict::SpendLimit(format!(
                 "spend limit {}: {} already spent + {} requested exceeds {} per {} h",
                 s.counter,
                 show(&s.counter, already),
                 show(&s.counter, s.amount),
                 show(&s.counter, s.max),
                 s.window_secs / 3600
-            )));
+            ))));
         }
     }
     let now = now_ms();

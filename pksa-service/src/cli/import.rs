@@ -6,10 +6,11 @@ use std::path::Path;
 use has_protocol::AuthKey;
 use serde::Deserialize;
 
-use crate::cli::open_keys;
+use super::open_keys;
 use crate::config::{Config, KeySource};
-use crate::keystore::{KeyStore, read_passphrase};
-use crate::store::{self, Sealer, Store, now_ms, sessions};
+use crate::keystore::{KeyStore, read_new_passphrase, read_passphrase};
+use crate::state::sessions::{self, NewSession};
+use crate::state::{self, Sealer, Store, now_ms};
 
 #[derive(Debug, Deserialize)]
 struct Storage {
@@ -41,7 +42,7 @@ fn as_i64(v: &serde_json::Value) -> Option<i64> {
 }
 
 /// Runs the import into the keystore and store the config names.
-pub fn run(config_path: &Path, storage: &Path, keys: &Path) -> anyhow::Result<()> {
+pub(super) fn run(config_path: &Path, storage: &Path, keys: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let KeySource::Keystore {
         path: ks_path,
@@ -57,11 +58,10 @@ pub fn run(config_path: &Path, storage: &Path, keys: &Path) -> anyhow::Result<()
         &std::fs::read_to_string(keys)?,
         &keys.display().to_string(),
     )?;
-    let pass = read_passphrase(passphrase)?;
-    let mut ks = if ks_path.exists() {
-        open_keys(&config)?
+    let (mut ks, pass) = if ks_path.exists() {
+        (open_keys(&config)?, read_passphrase(passphrase)?)
     } else {
-        KeyStore::new()
+        (KeyStore::new(), read_new_passphrase(passphrase)?)
     };
     let mut n_keys = 0;
     for (name, acct) in imported.accounts() {
@@ -78,7 +78,7 @@ pub fn run(config_path: &Path, storage: &Path, keys: &Path) -> anyhow::Result<()
     let store = Store::open(
         &config.state,
         Sealer::new(ks.state_key().clone()),
-        store::Sync::Full,
+        state::Sync::Full,
     )?;
     let now = now_ms();
     let (mut imported_sessions, mut skipped) = (0, 0);
@@ -103,9 +103,17 @@ pub fn run(config_path: &Path, storage: &Path, keys: &Path) -> anyhow::Result<()
                 if sessions::by_key(c, &sealer, &key)?.is_some() {
                     return Ok(false);
                 }
-                sessions::insert(
-                    c, &sealer, &name, &app, &key, expire, expire, "import", None, nonce,
-                )?;
+                let new = NewSession {
+                    account: name,
+                    app,
+                    key,
+                    expire,
+                    max_expire: expire,
+                    origin: "import",
+                    token: None,
+                    nonce_floor: nonce,
+                };
+                sessions::insert(c, &sealer, &new)?;
                 Ok(true)
             })?;
             if r {

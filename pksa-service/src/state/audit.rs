@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Result, StoreError, now_ms};
+use super::{Result, StoreError, now_ms};
 
 /// What is recorded for one decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -18,10 +18,11 @@ use hive_chain::dryrun::{self, DryRunNode};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::config::Settings;
+use crate::daemon::{self, Service};
 use crate::keystore::KeyStore;
 use crate::policy::PolicyConfig;
-use crate::service::{self, Service, Settings};
-use crate::store::{self, Sealer, Store, enrollments, now_ms};
+use crate::state::{self, Sealer, Store, enrollments, now_ms};
 
 /// Sandbox options.
 #[derive(Debug, Clone, Default)]
@@ -157,11 +158,11 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     let store = Store::open(
         &dir.join("pksa-state.sqlite"),
         Sealer::new(ks.state_key().clone()),
-        store::Sync::Normal,
+        state::Sync::Normal,
     )?;
     let acct = account.clone();
     store
-        .call(move |c| enrollments::open(c, &acct, None, now_ms() + 10 * 60 * 1000))
+        .call(move |c| enrollments::open(c, &acct, None, now_ms() + 10 * 60 * 1000, None))
         .await?;
     let secret = AuthReqSecret::generate();
     let settings = Settings {
@@ -177,7 +178,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         log_payloads: false,
         policy: PolicyConfig::default(),
     };
-    let rpc = service::rpc_client(vec![hive_api_url.clone()])?;
+    let rpc = daemon::rpc_client(vec![hive_api_url.clone()])?;
     let svc = Service::new(
         "pksa-sandbox".into(),
         ks,
@@ -188,7 +189,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         std::slice::from_ref(&relay_url),
     );
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(service::run(svc.clone(), opts.metrics, stop_rx));
+    let task = tokio::spawn(daemon::run(svc.clone(), opts.metrics, stop_rx));
     // Ready = registered on the relay.
     let status = svc
         .servers
@@ -286,7 +287,7 @@ impl Sandbox {
 
     /// Drives has-client through every flow, printing each step. Errors on any failure.
     pub async fn demo(&self) -> anyhow::Result<()> {
-        let rpc = service::rpc_client(vec![self.hive_api_url.clone()])?;
+        let rpc = daemon::rpc_client(vec![self.hive_api_url.clone()])?;
         let client = HasClient::connect(&self.relay_url).await?.with_chain(rpc);
         let app = AppInfo {
             name: "sandbox-demo".into(),

@@ -1,18 +1,24 @@
 //! The command line: `pksa-service [sandbox|run|init|keys|session|enroll|import|policy|audit]`.
+//! One file per command family; `run` starts the daemon.
 
-use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use has_crypto::{KeyRole, PrivateKey, SecretString};
-use has_protocol::AuthKey;
 use tokio::sync::watch;
 
-use crate::config::{Config, KeySource};
+use crate::config::{Config, KeySource, Settings};
+use crate::daemon::{self, Service};
 use crate::keystore::{KeyStore, read_passphrase};
-use crate::service::{self, Service, Settings};
-use crate::store::{self, Sealer, Store, enrollments, now_ms, sessions};
+use crate::state::{self, Sealer, Store};
+
+mod audit;
+mod enroll;
+mod import;
+mod keys;
+mod policy;
+pub mod sandbox;
+mod session;
 
 /// A HiveAuth (HAS) PKSA in service mode. With no command: a local sandbox.
 #[derive(Debug, Parser)]
@@ -47,18 +53,9 @@ pub enum Command {
     /// Manage sessions.
     #[command(subcommand)]
     Session(SessionCmd),
-    /// Open an enrollment window: auth requests without a session create one meanwhile.
-    Enroll {
-        /// Account.
-        #[arg(long)]
-        account: String,
-        /// Only this app name.
-        #[arg(long)]
-        app: Option<String>,
-        /// How long: 30s, 10m, 2h, 1d.
-        #[arg(long = "for", default_value = "10m")]
-        duration: String,
-    },
+    /// Enrollment windows: open one (auth requests without a session create one meanwhile),
+    /// list the open ones, close them.
+    Enroll(EnrollArgs),
     /// Convert the reference PKSA's storage.json and keys.json.
     Import {
         /// storage.json.
@@ -108,6 +105,46 @@ pub struct SandboxArgs {
     /// Prometheus metrics and health on this address.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// `enroll` flags and subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EnrollArgs {
+    /// list or close (without one: open a window).
+    #[command(subcommand)]
+    pub cmd: Option<EnrollCmd>,
+    /// Account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only this app name.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// How long: 30s, 10m, 2h, 1d.
+    #[arg(long = "for", default_value = "10m")]
+    pub duration: String,
+    /// How many sessions the window may create before it closes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub uses: u32,
+    /// Any number of sessions until the window closes.
+    #[arg(long, conflicts_with = "uses")]
+    pub unlimited: bool,
+}
+
+/// `enroll` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EnrollCmd {
+    /// List the open windows.
+    List,
+    /// Close windows now: one by id, or every window of an account.
+    Close {
+        /// This window.
+        #[arg(long, conflicts_with = "account")]
+        id: Option<i64>,
+        /// Every window of this account.
+        #[arg(long, required_unless_present = "id")]
+        account: Option<String>,
+    },
 }
 
 /// `keys` subcommands.
@@ -247,20 +284,8 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(anyhow::Error::new)
 }
 
-fn passphrase_for(config: &Config) -> anyhow::Result<(PathBuf, SecretString)> {
-    match &config.keys {
-        KeySource::Keystore { path, passphrase } => {
-            Ok((path.clone(), read_passphrase(passphrase)?))
-        }
-        KeySource::PlainKeysJson(p) => anyhow::bail!(
-            "keys are in the plaintext {}: use an encrypted keystore for `keys` commands",
-            p.display()
-        ),
-    }
-}
-
 /// Opens the keys the config names.
-pub fn open_keys(config: &Config) -> anyhow::Result<KeyStore> {
+pub(crate) fn open_keys(config: &Config) -> anyhow::Result<KeyStore> {
     match &config.keys {
         KeySource::Keystore { path, passphrase } => {
             let pass = read_passphrase(passphrase)?;
@@ -270,18 +295,14 @@ pub fn open_keys(config: &Config) -> anyhow::Result<KeyStore> {
     }
 }
 
-fn read_wif() -> anyhow::Result<SecretString> {
-    if std::io::stdin().is_terminal() {
-        Ok(SecretString::new(rpassword::prompt_password(
-            "WIF private key (not echoed): ",
-        )?))
-    } else {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        let s = SecretString::new(line.trim().to_owned());
-        line.clear();
-        Ok(s)
-    }
+fn open_store(config: &Config) -> anyhow::Result<(KeyStore, Store)> {
+    let ks = open_keys(config)?;
+    let store = Store::open(
+        &config.state,
+        Sealer::new(ks.state_key().clone()),
+        state::Sync::Full,
+    )?;
+    Ok((ks, store))
 }
 
 /// Runs the CLI.
@@ -306,42 +327,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         // The store's blocking calls must not run on a runtime worker as is.
-        Some(Command::Keys(k)) => tokio::task::block_in_place(|| keys(&cli.config, k)),
-        Some(Command::Session(s)) => tokio::task::block_in_place(|| session(&cli.config, s)),
-        Some(Command::Enroll {
-            account,
-            app,
-            duration,
-        }) => {
-            let config = load_config(&cli.config)?;
-            let d = parse_duration(&duration).map_err(anyhow::Error::msg)?;
-            let ks = open_keys(&config)?;
-            if ks.account(&account).is_none() {
-                anyhow::bail!("no keys for {account} in the keystore");
-            }
-            let store = Store::open(
-                &config.state,
-                Sealer::new(ks.state_key().clone()),
-                store::Sync::Full,
-            )?;
-            let until = now_ms() + d.as_millis() as i64;
-            let app2 = app.clone();
-            store
-                .call(move |c| enrollments::open(c, &account, app2.as_deref(), until))
-                .await?;
-            println!(
-                "enrollment window open for {} until {} (ms since epoch){}",
-                d.as_secs(),
-                until,
-                app.map(|a| format!(", app {a}")).unwrap_or_default()
-            );
-            Ok(())
-        }
+        Some(Command::Keys(k)) => tokio::task::block_in_place(|| keys::run(&cli.config, k)),
+        Some(Command::Session(s)) => tokio::task::block_in_place(|| session::run(&cli.config, s)),
+        Some(Command::Enroll(e)) => tokio::task::block_in_place(|| enroll::run(&cli.config, e)),
         Some(Command::Import { storage, keys }) => {
-            tokio::task::block_in_place(|| crate::import::run(&cli.config, &storage, &keys))
+            tokio::task::block_in_place(|| import::run(&cli.config, &storage, &keys))
         }
-        Some(Command::Policy(p)) => tokio::task::block_in_place(|| policy(&cli.config, p)),
-        Some(Command::Audit(a)) => tokio::task::block_in_place(|| audit(&cli.config, a)),
+        Some(Command::Policy(p)) => tokio::task::block_in_place(|| policy::run(&cli.config, p)),
+        Some(Command::Audit(a)) => tokio::task::block_in_place(|| audit::run(&cli.config, a)),
         Some(Command::Reload) => {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.
@@ -372,7 +365,7 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
     if !a.json {
         init_logging(json_logs);
     }
-    let sb = crate::sandbox::start(crate::sandbox::Options {
+    let sb = sandbox::start(sandbox::Options {
         port: a.port,
         hive_port: a.hive_port,
         dir: a.dir,
@@ -409,9 +402,9 @@ async fn run(path: &Path, json_logs: bool, log_payloads: bool) -> anyhow::Result
     let store = Store::open(
         &config.state,
         Sealer::new(ks.state_key().clone()),
-        store::Sync::Full,
+        state::Sync::Full,
     )?;
-    let rpc = service::rpc_client(config.hive_api.clone())?;
+    let rpc = daemon::rpc_client(config.hive_api.clone())?;
     let svc = Service::new(
         config.pksa_name.clone(),
         ks,
@@ -449,7 +442,7 @@ async fn run(path: &Path, json_logs: bool, log_payloads: bool) -> anyhow::Result
         policy_hash = %crate::policy::hash(&config.policy),
         "pksa-service starting"
     );
-    let r = service::run(svc, config.metrics_listen, rx).await;
+    let r = daemon::run(svc, config.metrics_listen, rx).await;
     waiter.abort();
     r
 }
@@ -480,194 +473,6 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn keys(path: &Path, cmd: KeysCmd) -> anyhow::Result<()> {
-    let config = load_config(path)?;
-    let (ks_path, pass) = passphrase_for(&config)?;
-    let mut ks = if ks_path.exists() {
-        KeyStore::open(&ks_path, &pass)?
-    } else {
-        KeyStore::new()
-    };
-    match cmd {
-        KeysCmd::Add { account, role } => {
-            has_protocol::AccountName::new(&account).map_err(anyhow::Error::msg)?;
-            let role: KeyRole = role
-                .parse()
-                .map_err(|_| anyhow::anyhow!("role must be memo, posting or active"))?;
-            let wif = read_wif()?;
-            let key = PrivateKey::from_wif(wif.expose_secret())
-                .map_err(|e| anyhow::anyhow!("not a valid WIF private key: {e}"))?;
-            let public = *key.public_key();
-            ks.add(&account, role, key).map_err(anyhow::Error::msg)?;
-            ks.save(&ks_path, &pass, None)?;
-            println!("added {account} {role} {public}");
-        }
-        KeysCmd::List => {
-            for (name, keys) in ks.accounts() {
-                for (role, public) in keys.public_keys() {
-                    println!("{name}\t{role}\t{public}");
-                }
-            }
-        }
-        KeysCmd::Remove { account, role } => {
-            let role = role
-                .map(|r| {
-                    r.parse::<KeyRole>()
-                        .map_err(|_| anyhow::anyhow!("role must be memo, posting or active"))
-                })
-                .transpose()?;
-            if !ks.remove(&account, role) {
-                anyhow::bail!("no such key");
-            }
-            ks.save(&ks_path, &pass, None)?;
-            println!("removed");
-        }
-    }
-    Ok(())
-}
-
-fn open_store(config: &Config) -> anyhow::Result<(KeyStore, Store)> {
-    let ks = open_keys(config)?;
-    let store = Store::open(
-        &config.state,
-        Sealer::new(ks.state_key().clone()),
-        store::Sync::Full,
-    )?;
-    Ok((ks, store))
-}
-
-fn session(path: &Path, cmd: SessionCmd) -> anyhow::Result<()> {
-    let config = load_config(path)?;
-    let (ks, store) = open_store(&config)?;
-    match cmd {
-        SessionCmd::Create { account, app, days } => {
-            if ks.account(&account).is_none() {
-                anyhow::bail!("no keys for {account} in the keystore");
-            }
-            if !(days > 0.0 && days <= 3650.0) {
-                anyhow::bail!("--days must be more than 0 and at most 3650");
-            }
-            let key = AuthKey::generate();
-            let expire = now_ms() + (days * 86_400_000.0) as i64;
-            let sealer = store.sealer().clone();
-            let (k2, a2, app2) = (key.clone(), account.clone(), app.clone());
-            let id = store.call_blocking(move |c| {
-                sessions::insert(
-                    c, &sealer, &a2, &app2, &k2, expire, expire, "operator", None, 0,
-                )
-            })?;
-            println!("session {id} for {account} / {app}");
-            println!("auth_key {}", key.expose_secret());
-            println!("expire   {expire}");
-            println!(
-                "Put the auth_key and expiry in the app's configuration; anyone holding the key can act for {app}."
-            );
-        }
-        SessionCmd::List { account } => {
-            let rows = store.call_blocking(move |c| sessions::list(c, account.as_deref()))?;
-            println!("id\taccount\tapp\torigin\texpire\tlast_nonce\trevoked");
-            for r in rows {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    r.id, r.account, r.app, r.origin, r.expire, r.last_nonce, r.revoked
-                );
-            }
-        }
-        SessionCmd::Revoke { id } => {
-            if !store.call_blocking(move |c| sessions::revoke(c, id))? {
-                anyhow::bail!("no session {id}");
-            }
-            println!("session {id} revoked");
-        }
-    }
-    Ok(())
-}
-
-fn policy(path: &Path, cmd: PolicyCmd) -> anyhow::Result<()> {
-    match cmd {
-        PolicyCmd::Validate { file } => {
-            let text = std::fs::read_to_string(&file)?;
-            let p: crate::policy::PolicyConfig =
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            p.validate()
-                .map_err(|(f, m)| anyhow::anyhow!("{}: {f}: {m}", file.display()))?;
-            println!(
-                "{}: valid, {} rule(s), hash {}",
-                file.display(),
-                p.rules.len(),
-                crate::policy::hash(&p)
-            );
-            Ok(())
-        }
-        PolicyCmd::Check { file, account, app } => {
-            let config = load_config(path)?;
-            let text = std::fs::read_to_string(&file)?;
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            let d = crate::policy::explain(
-                &config.policy,
-                &v,
-                &account,
-                &app,
-                config.challenge_decrypt,
-            )
-            .map_err(anyhow::Error::msg)?;
-            println!(
-                "decision {}\nrule     {}\nreason   {}",
-                if d.approve { "approve" } else { "deny" },
-                d.rule,
-                d.reason
-            );
-            Ok(())
-        }
-    }
-}
-
-fn audit(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
-    let config = load_config(path)?;
-    let (_ks, store) = open_store(&config)?;
-    match cmd {
-        AuditCmd::List {
-            account,
-            app,
-            since,
-        } => {
-            let since = since
-                .map(|s| parse_duration(&s).map(|d| now_ms() - d.as_millis() as i64))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let rows = store.call_blocking(move |c| {
-                crate::audit::list(c, account.as_deref(), app.as_deref(), since)
-            })?;
-            for r in rows {
-                let e = &r.entry;
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    r.id,
-                    r.time,
-                    e.uuid,
-                    e.account,
-                    e.app,
-                    e.cmd,
-                    e.op_types,
-                    e.decision,
-                    e.rule,
-                    e.reason
-                );
-            }
-            Ok(())
-        }
-        AuditCmd::Verify => match store.call_blocking(crate::audit::verify)? {
-            crate::audit::Verdict::Intact { rows } => {
-                println!("audit chain intact: {rows} rows");
-                Ok(())
-            }
-            crate::audit::Verdict::Broken { id, reason } => {
-                anyhow::bail!("audit chain broken at row {id}: {reason}")
-            }
-        },
-    }
 }
 
 #[cfg(test)]

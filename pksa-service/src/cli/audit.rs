@@ -1,0 +1,53 @@
+//! `pksa-service audit list|verify`.
+
+use std::path::Path;
+
+use super::{AuditCmd, load_config, open_store, parse_duration};
+use crate::state::now_ms;
+use crate::text::Escaped;
+
+pub(super) fn run(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let (_ks, store) = open_store(&config)?;
+    match cmd {
+        AuditCmd::List {
+            account,
+            app,
+            since,
+        } => {
+            let since = since
+                .map(|s| parse_duration(&s).map(|d| now_ms() - d.as_millis() as i64))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let rows = store.call_blocking(move |c| {
+                crate::state::audit::list(c, account.as_deref(), app.as_deref(), since)
+            })?;
+            for r in rows {
+                let e = &r.entry;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.id,
+                    r.time,
+                    e.uuid,
+                    e.account,
+                    Escaped(&e.app),
+                    e.cmd,
+                    e.op_types,
+                    e.decision,
+                    Escaped(&e.rule),
+                    Escaped(&e.reason)
+                );
+            }
+            Ok(())
+        }
+        AuditCmd::Verify => match store.call_blocking(crate::state::audit::verify)? {
+            crate::state::audit::Verdict::Intact { rows } => {
+                println!("audit chain intact: {rows} rows");
+                Ok(())
+            }
+            crate::state::audit::Verdict::Broken { id, reason } => {
+                anyhow::bail!("audit chain broken at row {id}: {reason}")
+            }
+        },
+    }
+}

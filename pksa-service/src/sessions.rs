@@ -1,0 +1,462 @@
+//! The session cache and resolution: which session a request comes from.
+//!
+//! A request names an account; its data is encrypted with the auth_key of one of the
+//! account's sessions. Resolution is trial decryption over the account's cached sessions,
+//! most recently used first (an active app is found at the first try among thousands). The
+//! cache holds the sessions that are live or ended less than a day ago (a request from an
+//! ended session is answered as refused, not ignored), each with the app name recorded when
+//! it was created, its expiry and revocation as last read, and the highest nonce reserved
+//! in arrival order.
+//!
+//! The cache only ever makes the service refuse: every decision it feeds is re-checked
+//! against the session's row when it is recorded (`state::decisions`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use has_protocol::{AuthKey, Encrypted, Payload, PayloadError};
+
+use crate::state::{self, Store, now_ms};
+
+/// How long after its end a session still resolves (its requests are then refused, not
+/// ignored).
+pub(crate) const ENDED_GRACE_MS: i64 = 24 * 3600 * 1000;
+/// A cached account is reloaded when a request matches none of its sessions and the store
+/// changed since, or when it is older than this.
+const RELOAD_AFTER: Duration = Duration::from_secs(10);
+
+/// A cached session (cheap to clone: one shared allocation).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedSession(Arc<Entry>);
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: i64,
+    pub(crate) account: Arc<str>,
+    pub(crate) key: AuthKey,
+    /// The app the session was created for (shared by the sessions of one app).
+    pub(crate) app: Arc<str>,
+    expire: AtomicI64,
+    revoked: AtomicBool,
+    /// Highest nonce reserved so far.
+    last_nonce: AtomicI64,
+}
+
+impl std::ops::Deref for CachedSession {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.0
+    }
+}
+
+/// What a decision sees of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionView {
+    pub(crate) id: i64,
+    pub(crate) account: String,
+    pub(crate) app: String,
+    pub(crate) expire: i64,
+    pub(crate) revoked: bool,
+}
+
+impl SessionView {
+    /// Why the session cannot act at `now`, if it cannot.
+    pub(crate) fn ended(&self, now: i64) -> Option<&'static str> {
+        if self.revoked {
+            Some("was revoked")
+        } else if self.expire <= now {
+            Some("expired")
+        } else {
+            None
+        }
+    }
+}
+
+impl CachedSession {
+    fn new(row: &state::SessionRow, account: Arc<str>, key: AuthKey, app: Arc<str>) -> Self {
+        CachedSession(Arc::new(Entry {
+            id: row.id,
+            account,
+            key,
+            app,
+            expire: AtomicI64::new(row.expire),
+            revoked: AtomicBool::new(row.revoked),
+            last_nonce: AtomicI64::new(row.last_nonce),
+        }))
+    }
+
+    /// The session as a decision sees it.
+    pub(crate) fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id,
+            account: self.account.to_string(),
+            app: self.app.to_string(),
+            expire: self.expire.load(Ordering::Relaxed),
+            revoked: self.revoked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reserves `nonce` if it is greater than every nonce reserved so far (requests of one
+    /// session are accepted in the order they arrive).
+    pub(crate) fn reserve(&self, nonce: i64) -> bool {
+        let mut cur = self.last_nonce.load(Ordering::SeqCst);
+        loop {
+            if nonce <= cur {
+                return false;
+            }
+            match self
+                .last_nonce
+                .compare_exchange(cur, nonce, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// The store said the session ended: later requests are refused without work.
+    pub(crate) fn mark_ended(&self) {
+        self.revoked.store(true, Ordering::Relaxed);
+    }
+
+    fn refresh_from(&self, row: &state::SessionRow) {
+        self.expire.store(row.expire, Ordering::Relaxed);
+        self.revoked.store(row.revoked, Ordering::Relaxed);
+        self.last_nonce.fetch_max(row.last_nonce, Ordering::SeqCst);
+    }
+}
+
+/// Which session a request belongs to.
+#[derive(Debug)]
+pub(crate) enum Resolved<T> {
+    /// Decrypted with this session's key.
+    Found {
+        /// The session.
+        session: CachedSession,
+        /// The payload.
+        payload: T,
+    },
+    /// Decrypted, but the payload is invalid.
+    Invalid {
+        /// The session.
+        session: CachedSession,
+        /// What is wrong.
+        message: String,
+    },
+    /// No session of ours decrypts it.
+    NotOurs,
+}
+
+#[derive(Debug, Default)]
+struct CachedAccount {
+    sessions: Vec<CachedSession>,
+    loaded: Option<Instant>,
+    /// SQLite `data_version` when loaded: it changes when another process (the CLI) commits.
+    version: i64,
+    /// One copy of each app name (thousands of sessions usually come from a few apps).
+    apps: HashSet<Arc<str>>,
+    name: Option<Arc<str>>,
+}
+
+impl CachedAccount {
+    fn app(&mut self, app: &str) -> Arc<str> {
+        if let Some(a) = self.apps.get(app) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(app);
+        self.apps.insert(a.clone());
+        a
+    }
+
+    fn name(&mut self, account: &str) -> Arc<str> {
+        self.name.get_or_insert_with(|| Arc::from(account)).clone()
+    }
+}
+
+/// Most recently used first: the session at `i` moves to the front, the others keep their
+/// order.
+fn move_to_front(sessions: &mut [CachedSession], i: usize) {
+    if let Some(prefix) = sessions.get_mut(..=i) {
+        prefix.rotate_right(1);
+    }
+}
+
+/// The cache, per account.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    accounts: Mutex<HashMap<String, CachedAccount>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedAccount>> {
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Trial decryption over the cached sessions of an account, most recently used first; a
+    /// match moves to the front. None when the account's sessions are not loaded yet.
+    pub(crate) fn find<T: Payload>(
+        &self,
+        account: &str,
+        data: &Encrypted<T>,
+    ) -> Option<Resolved<T>> {
+        let mut cache = self.lock();
+        let entry = cache.get_mut(account).filter(|c| c.loaded.is_some())?;
+        for i in 0..entry.sessions.len() {
+            let Some(s) = entry.sessions.get(i) else {
+                break;
+            };
+            match data.decrypt(&s.key) {
+                Ok(payload) => {
+                    move_to_front(&mut entry.sessions, i);
+                    let session = entry.sessions.first()?.clone();
+                    return Some(Resolved::Found { session, payload });
+                }
+                Err(PayloadError::Invalid(message)) => {
+                    return Some(Resolved::Invalid {
+                        session: s.clone(),
+                        message,
+                    });
+                }
+                Err(_) => continue,
+            }
+        }
+        Some(Resolved::NotOurs)
+    }
+
+    /// The cached session with this id, if any.
+    pub(crate) fn by_id(&self, account: &str, id: i64) -> Option<CachedSession> {
+        let cache = self.lock();
+        cache
+            .get(account)?
+            .sessions
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+
+    /// Finds the session of `account` whose key decrypts `data`: in the cache, then (no
+    /// match) in the store if it changed since the account was loaded.
+    pub(crate) async fn resolve<T: Payload>(
+        &self,
+        store: &Store,
+        account: &str,
+        data: &Encrypted<T>,
+    ) -> Resolved<T> {
+        for refresh in [false, true] {
+            self.ensure(store, account, refresh).await;
+            match self.find(account, data) {
+                Some(Resolved::NotOurs) | None => continue,
+                Some(found) => return found,
+            }
+        }
+        Resolved::NotOurs
+    }
+
+    /// Makes sure an account's sessions are loaded; with `refresh`, reloads them if another
+    /// process changed the store since they were loaded, or they are older than 10 s.
+    pub(crate) async fn ensure(&self, store: &Store, account: &str, refresh: bool) {
+        let (loaded, version) = {
+            let cache = self.lock();
+            cache
+                .get(account)
+                .map(|c| (c.loaded, c.version))
+                .unwrap_or((None, 0))
+        };
+        let stale = match loaded {
+            None => true,
+            Some(_) if !refresh => false,
+            Some(at) if at.elapsed() > RELOAD_AFTER => true,
+            Some(_) => store
+                .call(state::data_version)
+                .await
+                .map(|v| v != version)
+                .unwrap_or(true),
+        };
+        if stale {
+            self.load(store, account).await;
+        }
+    }
+
+    /// Reloads an account's sessions from the store (keeping the nonce counters of the
+    /// sessions already known).
+    pub(crate) async fn load(&self, store: &Store, account: &str) {
+        let sealer = store.sealer().clone();
+        let acct = account.to_owned();
+        let now = now_ms();
+        let read = store
+            .call(move |c| {
+                let v = state::data_version(c)?;
+                Ok((
+                    state::sessions::with_keys(c, &sealer, &acct, now, ENDED_GRACE_MS)?,
+                    v,
+                ))
+            })
+            .await;
+        let (rows, version) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, account, "cannot load sessions");
+                return;
+            }
+        };
+        let mut cache = self.lock();
+        let mut fresh = CachedAccount::default();
+        let old: HashMap<i64, CachedSession> = cache
+            .remove(account)
+            .map(|c| c.sessions)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let name = fresh.name(account);
+        fresh.sessions = rows
+            .into_iter()
+            .map(|(r, k)| match old.get(&r.id) {
+                // Known: keep its counter (nonces reserved but not yet stored).
+                Some(o) if o.key == k => {
+                    o.refresh_from(&r);
+                    fresh.apps.insert(o.app.clone());
+                    o.clone()
+                }
+                _ => {
+                    let app = fresh.app(&r.app);
+                    CachedSession::new(&r, name.clone(), k, app)
+                }
+            })
+            .collect();
+        fresh.loaded = Some(Instant::now());
+        fresh.version = version;
+        cache.insert(account.to_owned(), fresh);
+    }
+
+    /// Puts one session (new or renewed, by its key) at the front of its account's cache,
+    /// reading only that row: creating the 10,000th session must not reload the other 9,999.
+    /// Loads the whole account when it is not loaded yet.
+    pub(crate) async fn cache_one(&self, store: &Store, account: &str, key: &AuthKey) {
+        let loaded = self.lock().get(account).is_some_and(|c| c.loaded.is_some());
+        if !loaded {
+            self.load(store, account).await;
+            return;
+        }
+        let sealer = store.sealer().clone();
+        let k = key.clone();
+        let row = store
+            .call(move |c| state::sessions::by_key(c, &sealer, &k))
+            .await;
+        let mut cache = self.lock();
+        let Some(entry) = cache.get_mut(account) else {
+            return;
+        };
+        match row {
+            Ok(Some(r)) if r.account == account => {
+                match entry.sessions.iter().position(|s| s.id == r.id) {
+                    Some(i) => {
+                        if let Some(s) = entry.sessions.get(i) {
+                            s.refresh_from(&r);
+                        }
+                        move_to_front(&mut entry.sessions, i);
+                    }
+                    None => {
+                        let (name, app) = (entry.name(account), entry.app(&r.app));
+                        entry
+                            .sessions
+                            .insert(0, CachedSession::new(&r, name, key.clone(), app));
+                    }
+                }
+            }
+            Ok(_) => entry.sessions.retain(|s| s.key != *key),
+            Err(e) => {
+                tracing::error!(error = %e, account, "cannot load a session");
+                // The next lookup reloads the account.
+                entry.loaded = None;
+            }
+        }
+    }
+
+    /// Sessions cached for an account.
+    #[cfg(test)]
+    pub(crate) fn cached(&self, account: &str) -> Vec<CachedSession> {
+        self.lock()
+            .get(account)
+            .map(|c| c.sessions.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+impl CachedSession {
+    /// A session as if loaded from `row`, with a fresh key.
+    pub(crate) fn for_test(row: &state::SessionRow) -> Self {
+        CachedSession::new(
+            row,
+            Arc::from(row.account.as_str()),
+            AuthKey::generate(),
+            Arc::from(row.app.as_str()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::sessions::{NewSession, insert};
+    use crate::state::{Sealer, Sync};
+
+    fn new(app: &str, key: &AuthKey) -> NewSession {
+        NewSession {
+            account: "alice".into(),
+            app: app.into(),
+            key: key.clone(),
+            expire: now_ms() + 60_000,
+            max_expire: now_ms() + 60_000,
+            origin: "operator",
+            token: None,
+            nonce_floor: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_sessions_share_their_app_name_and_only_their_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("s.sqlite"),
+            Sealer::new(has_crypto::SecretBytes::new(vec![7; 32])),
+            Sync::Normal,
+        )
+        .unwrap();
+        let keys: Vec<AuthKey> = (0..4).map(|_| AuthKey::generate()).collect();
+        let sealer = store.sealer().clone();
+        let ks = keys.clone();
+        store
+            .call(move |c| {
+                for (k, app) in ks.iter().zip(["game", "game", "wallet", "game"]) {
+                    insert(c, &sealer, &new(app, k))?;
+                }
+                let mut bob = new("game", &AuthKey::generate());
+                bob.account = "bob".into();
+                insert(c, &sealer, &bob)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let cache = Sessions::default();
+        let check = |sessions: Vec<CachedSession>| {
+            assert_eq!(sessions.len(), 4, "alice's sessions only");
+            let games: Vec<_> = sessions.iter().filter(|s| &*s.app == "game").collect();
+            assert_eq!(games.len(), 3);
+            assert!(games.windows(2).all(|w| Arc::ptr_eq(&w[0].app, &w[1].app)));
+        };
+        cache.load(&store, "alice").await;
+        check(cache.cached("alice"));
+        // Sessions added one by one share it too.
+        let more = Sessions::default();
+        more.load(&store, "nobody").await;
+        for k in &keys {
+            more.ensure(&store, "alice", false).await;
+            more.cache_one(&store, "alice", k).await;
+        }
+        check(more.cached("alice"));
+    }
+}
