@@ -225,6 +225,15 @@ impl PolicyConfig {
         Ok(())
     }
 
+    /// Whether a rule names `app` in its `apps` (a rule for all apps does not count).
+    pub fn names_app(&self, app: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.apps
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|p| glob(p, app)))
+        })
+    }
+
     fn rule_for(&self, account: &str, app: &str) -> Option<&Rule> {
         self.rules
             .iter()
@@ -279,7 +288,7 @@ impl PolicyConfig {
             );
         }
         let Some(rule) = self.rule_for(account, app) else {
-            return default_sign(ops, required);
+            return default_sign(account, ops, required);
         };
         rule_sign(rule, account, ops, required, broadcast)
     }
@@ -363,7 +372,7 @@ pub fn explain(
     Err("expected a sign_req_data object (with ops), a challenge_req_data object, or a list of operations".into())
 }
 
-fn default_sign(ops: &[Operation], required: &RequiredAuthorities) -> Decision {
+fn default_sign(account: &str, ops: &[Operation], required: &RequiredAuthorities) -> Decision {
     if let Some((_, level)) = required.accounts.iter().find(|(_, l)| *l != Level::Posting) {
         let op = ops
             .iter()
@@ -381,7 +390,10 @@ fn default_sign(ops: &[Operation], required: &RequiredAuthorities) -> Decision {
         );
     }
     // Posting operations that redirect value (comment beneficiaries) need a rule naming them.
-    if let Some(op) = ops.iter().find(|o| !flows(o).counterparties.is_empty()) {
+    if let Some(op) = ops
+        .iter()
+        .find(|o| flows(o).counterparties.iter().any(|c| *c != account))
+    {
         return Decision::deny(
             "default",
             format!(
@@ -579,6 +591,8 @@ pub fn flows(op: &Operation) -> Flow<'_> {
         O::Convert(c) => flow(vec![], vec![c.amount]),
         O::CollateralizedConvert(c) => flow(vec![], vec![c.amount]),
         O::ClaimAccount(c) => flow(vec![], vec![c.fee]),
+        // Spends a claimed account ticket on an account whose keys the operation sets.
+        O::CreateClaimedAccount(a) => flow(vec![&a.new_account_name], vec![]),
         O::AccountCreate(a) => flow(vec![&a.new_account_name], vec![a.fee]),
         O::AccountCreateWithDelegation(a) => {
             flow(vec![&a.new_account_name], vec![a.fee, a.delegation])
@@ -620,7 +634,6 @@ pub fn flows(op: &Operation) -> Flow<'_> {
         | O::LimitOrderCancel(_)
         | O::CancelTransferFromSavings(_)
         | O::ClaimRewardBalance(_)
-        | O::CreateClaimedAccount(_)
         | O::EscrowApprove(_)
         | O::EscrowDispute(_)
         | O::RequestAccountRecovery(_)
@@ -964,6 +977,187 @@ mod tests {
                 &ChainId::MAINNET
             )
             .approve
+        );
+    }
+
+    #[test]
+    fn every_value_flow_is_counted_and_its_counterparties_checked() {
+        let p = policy(
+            r#"
+            [[rules]]
+            id = "bank"
+            allowed_ops = ["escrow_transfer", "escrow_release", "set_withdraw_vesting_route",
+                "delegate_vesting_shares", "transfer_to_savings", "recurrent_transfer",
+                "account_create", "create_proposal", "comment_options", "transfer"]
+            key_roles = ["posting", "active"]
+            transfer_to = ["bob"]
+            max_transfer = ["10.000 HBD", "10.000 HIVE", "100.000000 VESTS"]
+            spend_limits = [{ max = "15.000 HBD", window_hours = 24 }]
+            "#,
+        );
+        let decide = |op: serde_json::Value| {
+            let o = ops(json!([op]));
+            p.decide_sign("alice", "x", &o, &req(&o), true, &ChainId::MAINNET)
+        };
+        let escrow = |to: &str, agent: &str, hbd: &str, fee: &str| {
+            json!(["escrow_transfer", {"from": "alice", "to": to, "agent": agent, "escrow_id": 1,
+                "hbd_amount": hbd, "hive_amount": "0.000 HIVE", "fee": fee, "json_meta": "",
+                "ratification_deadline": "2030-01-01T00:00:00", "escrow_expiration": "2030-02-01T00:00:00"}])
+        };
+        // Recipient and agent are both counterparties; amount and fee are summed.
+        assert!(
+            decide(escrow("carol", "bob", "1.000 HBD", "0.001 HBD"))
+                .reason
+                .contains("\"carol\"")
+        );
+        assert!(
+            decide(escrow("bob", "carol", "1.000 HBD", "0.001 HBD"))
+                .reason
+                .contains("\"carol\"")
+        );
+        let d = decide(escrow("bob", "bob", "6.000 HBD", "5.000 HBD"));
+        assert!(
+            !d.approve && d.reason.contains("moves 11.000 HBD"),
+            "{}",
+            d.reason
+        );
+        let d = decide(escrow("bob", "bob", "6.000 HBD", "4.000 HBD"));
+        assert!(d.approve, "{}", d.reason);
+        assert_eq!(d.spend[0].amount, 10_000, "amount + fee counted");
+        // Value redirected to others.
+        for (what, op) in [
+            (
+                "route",
+                json!(["set_withdraw_vesting_route", {"from_account": "alice", "to_account": "carol", "percent": 100, "auto_vest": false}]),
+            ),
+            (
+                "delegation",
+                json!(["delegate_vesting_shares", {"delegator": "alice", "delegatee": "carol", "vesting_shares": "1.000000 VESTS"}]),
+            ),
+            (
+                "savings",
+                json!(["transfer_to_savings", {"from": "alice", "to": "carol", "amount": "1.000 HBD", "memo": ""}]),
+            ),
+            (
+                "release",
+                json!(["escrow_release", {"from": "alice", "to": "bob", "agent": "bob", "who": "alice", "receiver": "carol", "escrow_id": 1, "hbd_amount": "1.000 HBD", "hive_amount": "0.000 HIVE"}]),
+            ),
+            (
+                "proposal",
+                json!(["create_proposal", {"creator": "alice", "receiver": "carol", "start_date": "2030-01-01T00:00:00", "end_date": "2030-02-01T00:00:00", "daily_pay": "100.000 HBD", "subject": "s", "permlink": "p"}]),
+            ),
+            (
+                "beneficiaries",
+                json!(["comment_options", {"author": "alice", "permlink": "p", "max_accepted_payout": "1000000.000 HBD", "percent_hbd": 10000, "allow_votes": true, "allow_curation_rewards": true, "extensions": [[0, {"beneficiaries": [{"account": "carol", "weight": 10000}]}]]}]),
+            ),
+        ] {
+            let d = decide(op);
+            assert!(
+                !d.approve && d.reason.contains("\"carol\""),
+                "{what}: {}",
+                d.reason
+            );
+        }
+        // The account itself is always a fine counterparty (a power-up, own savings).
+        let own = json!(["transfer_to_savings", {"from": "alice", "to": "alice", "amount": "1.000 HBD", "memo": ""}]);
+        assert!(decide(own).approve);
+        // A recurrent transfer counts every execution.
+        let rec = json!(["recurrent_transfer", {"from": "alice", "to": "bob", "amount": "2.000 HBD", "memo": "", "recurrence": 24, "executions": 6}]);
+        assert!(decide(rec).reason.contains("moves 12.000 HBD"));
+        // A proposal costs its creator 10 HBD plus 1 HBD per day beyond 60.
+        let prop = json!(["create_proposal", {"creator": "alice", "receiver": "bob", "start_date": "2030-01-01T00:00:00", "end_date": "2030-04-01T00:00:00", "daily_pay": "1.000 HBD", "subject": "s", "permlink": "p"}]);
+        assert!(decide(prop).reason.contains("moves 40.000 HBD"));
+        // Account creation: the fee, to the new account.
+        let create = json!(["account_create", {"fee": "3.000 HIVE", "creator": "alice", "new_account_name": "bob",
+            "owner": {"weight_threshold": 1, "account_auths": [], "key_auths": []},
+            "active": {"weight_threshold": 1, "account_auths": [], "key_auths": []},
+            "posting": {"weight_threshold": 1, "account_auths": [], "key_auths": []},
+            "memo_key": "STM1111111111111111111111111111111114T1Anm", "json_metadata": ""}]);
+        assert!(decide(create).approve);
+        // Spend limits add up over the transaction.
+        let two = ops(json!([
+            ["transfer", {"from": "alice", "to": "bob", "amount": "8.000 HBD", "memo": ""}],
+            ["transfer", {"from": "alice", "to": "bob", "amount": "8.000 HBD", "memo": ""}]
+        ]));
+        let d = p.decide_sign("alice", "x", &two, &req(&two), true, &ChainId::MAINNET);
+        assert!(d.approve && d.spend[0].amount == 16_000);
+    }
+
+    #[test]
+    fn another_chains_assets_and_authority_free_transactions_are_refused() {
+        let p = PolicyConfig::default();
+        let t = |amount: &str| {
+            ops(json!([["transfer", {"from": "alice", "to": "bob", "amount": amount, "memo": ""}]]))
+        };
+        let testnet = ChainId::from_name("testnet").unwrap();
+        let d = p.decide_sign(
+            "alice",
+            "x",
+            &t("1.000 TESTS"),
+            &req(&t("1.000 TESTS")),
+            true,
+            &ChainId::MAINNET,
+        );
+        assert!(
+            !d.approve && d.reason.contains("TESTS is not an asset of this chain"),
+            "{}",
+            d.reason
+        );
+        let d = p.decide_sign(
+            "alice",
+            "x",
+            &t("1.000 HIVE"),
+            &req(&t("1.000 HIVE")),
+            true,
+            &testnet,
+        );
+        assert!(
+            !d.approve && d.reason.contains("HIVE is not an asset"),
+            "{}",
+            d.reason
+        );
+        // Also in fields that move nothing (a payout cap).
+        let opts = ops(
+            json!([["comment_options", {"author": "alice", "permlink": "p", "max_accepted_payout": "1.000 TBD", "percent_hbd": 10000, "allow_votes": true, "allow_curation_rewards": true, "extensions": []}]]),
+        );
+        assert!(
+            !p.decide_sign("alice", "x", &opts, &req(&opts), true, &ChainId::MAINNET)
+                .approve
+        );
+        let none = ops(
+            json!([["custom_json", {"required_auths": [], "required_posting_auths": [], "id": "x", "json": "{}"}]]),
+        );
+        let d = p.decide_sign("alice", "x", &none, &req(&none), true, &ChainId::MAINNET);
+        assert_eq!((d.approve, d.rule.as_str()), (false, "builtin"));
+    }
+
+    #[test]
+    fn the_default_rule_refuses_rewards_redirected_to_others() {
+        let p = PolicyConfig::default();
+        let b = |who: &str| {
+            ops(
+                json!([["comment_options", {"author": "alice", "permlink": "p", "max_accepted_payout": "1000000.000 HBD", "percent_hbd": 10000, "allow_votes": true, "allow_curation_rewards": true, "extensions": [[0, {"beneficiaries": [{"account": who, "weight": 500}]}]]}]]),
+            )
+        };
+        let d = p.decide_sign(
+            "alice",
+            "x",
+            &b("carol"),
+            &req(&b("carol")),
+            true,
+            &ChainId::MAINNET,
+        );
+        assert!(
+            !d.approve && d.reason.contains("redirects rewards"),
+            "{}",
+            d.reason
+        );
+        let plain = ops(
+            json!([["comment_options", {"author": "alice", "permlink": "p", "max_accepted_payout": "1000000.000 HBD", "percent_hbd": 10000, "allow_votes": true, "allow_curation_rewards": true, "extensions": []}]]),
+        );
+        assert!(
+            p.decide_sign("alice", "x", &plain, &req(&plain), true, &ChainId::MAINNET)
+                .approve
         );
     }
 }

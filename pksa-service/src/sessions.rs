@@ -116,6 +116,17 @@ impl CachedSession {
         }
     }
 
+    /// Gives back the reservation of `nonce` if nothing was reserved since: the request it
+    /// was reserved for will not be decided (its request id was a reused one).
+    pub(crate) fn release(&self, nonce: i64) {
+        let _ = self.last_nonce.compare_exchange(
+            nonce,
+            nonce.saturating_sub(1),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
     /// The store said the session ended: later requests are refused without work.
     pub(crate) fn mark_ended(&self) {
         self.revoked.store(true, Ordering::Relaxed);

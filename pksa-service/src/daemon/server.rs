@@ -85,6 +85,14 @@ pub(crate) async fn server_task(
     }
 }
 
+/// Frames from a relay are bounded like the relay bounds its own (has-protocol's frame
+/// limit): a malicious relay cannot make the service buffer 64 MiB messages.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
 fn parse_server_key(s: &str) -> Option<PublicKey> {
     PublicKey::from_str_with_prefix(s, "STM")
         .or_else(|_| PublicKey::from_str_with_prefix(s, "TST"))
@@ -124,7 +132,7 @@ async fn session(
 ) -> Ended {
     let connect = tokio::time::timeout(
         STEP_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true),
     );
     let ws = tokio::select! {
         r = connect => match r {
@@ -138,7 +146,7 @@ async fn session(
     let log_payloads = svc.settings().log_payloads;
     let show = |t: &str| {
         if log_payloads {
-            t.to_owned()
+            Escaped(t).to_string()
         } else {
             frame::redact_for_log(t)
         }
@@ -219,6 +227,10 @@ async fn session(
                         tracing::debug!(server = %url, frame = %show(t.as_str()), "in");
                         match frame::parse::<RelayToPksa>(t.as_str()) {
                             Ok(RelayToPksa::RegisterAck(a)) => {
+                                // Only accounts we registered count (a relay names any account).
+                                if svc.keys.account(a.account.as_str()).is_none() {
+                                    continue;
+                                }
                                 registered.insert(a.account.to_string());
                                 status.registered.store(registered.len() as u64, Ordering::Relaxed);
                                 tracing::info!(server = %url, account = %a.account, "registered");

@@ -74,10 +74,23 @@ pub(crate) struct Input<'a> {
     pub(crate) new_token: &'a str,
 }
 
-fn window_open(windows: &[Window], account: &str, app: &str, now: i64) -> bool {
+/// Whether a window admits a new session of `app` for `account`. A window opened for any app
+/// does not admit an app that a policy rule names (`apps`): whoever holds the auth_req_secret
+/// chooses the name it enrolls under, so an app with a rule of its own is enrolled only
+/// through a window opened for it (`enroll --app`).
+fn window_open(
+    windows: &[Window],
+    account: &str,
+    app: &str,
+    named_by_a_rule: bool,
+    now: i64,
+) -> bool {
     windows.iter().any(|w| {
         w.account == account
-            && w.app.as_deref().is_none_or(|a| a == app)
+            && match w.app.as_deref() {
+                Some(a) => a == app,
+                None => !named_by_a_rule,
+            }
             && w.until > now
             && w.uses_left.is_none_or(|u| u > 0)
     })
@@ -115,7 +128,13 @@ pub(crate) fn decide(i: &Input<'_>, ctx: &Ctx<'_>) -> Result<Plan, Refusal> {
             )
         }
         Some(row) => {
-            if !window_open(i.windows, i.account, &row.app, ctx.now) {
+            if !window_open(
+                i.windows,
+                i.account,
+                &row.app,
+                ctx.settings.policy.names_app(&row.app),
+                ctx.now,
+            ) {
                 return Err(Refusal::NoEnrollment(
                     "session expired and no enrollment window is open",
                 ));
@@ -132,7 +151,13 @@ pub(crate) fn decide(i: &Input<'_>, ctx: &Ctx<'_>) -> Result<Plan, Refusal> {
             )
         }
         None => {
-            if !window_open(i.windows, i.account, requested_app, ctx.now) {
+            if !window_open(
+                i.windows,
+                i.account,
+                requested_app,
+                ctx.settings.policy.names_app(requested_app),
+                ctx.now,
+            ) {
                 return Err(Refusal::NoEnrollment(
                     "no enrollment window is open for this account and app",
                 ));
@@ -178,6 +203,8 @@ pub(crate) fn decide(i: &Input<'_>, ctx: &Ctx<'_>) -> Result<Plan, Refusal> {
                 text: spec.challenge.clone(),
             })
         }
+        // Keychain's extension is a posting-key proof like a posting challenge: given only
+        // when the policy allows posting-key challenges for this app (else left out).
         None => i
             .data
             .app
@@ -189,6 +216,18 @@ pub(crate) fn decide(i: &Input<'_>, ctx: &Ctx<'_>) -> Result<Plan, Refusal> {
                     .ok()
             })
             .filter(|_| ctx.keys.get(KeyRole::Posting).is_some())
+            .filter(|_| {
+                ctx.settings
+                    .policy
+                    .decide_challenge(
+                        i.account,
+                        &app,
+                        has_protocol::KeyType::Posting,
+                        false,
+                        false,
+                    )
+                    .approve
+            })
             .map(|target| Challenge::KeychainMemo { target }),
     };
     Ok(Plan {
@@ -486,5 +525,40 @@ mod tests {
         );
         d.app.pubkey = Some("not a key".into());
         assert_eq!(run(&d, Some(&live), &[], &s).unwrap().challenge, None);
+        // A posting-key proof, given only when posting challenges are allowed.
+        let memo_only = settings("[[rules]]\nid = \"m\"\nchallenge_roles = [\"memo\"]");
+        d.app.pubkey = Some(target.public_key().to_string());
+        assert_eq!(
+            run(&d, Some(&live), &[], &memo_only).unwrap().challenge,
+            None
+        );
+    }
+
+    #[test]
+    fn a_window_for_any_app_does_not_enroll_an_app_a_rule_names() {
+        let s = settings(
+            "[[rules]]\nid = \"admin\"\napps = [\"admin*\"]\nchallenge_roles = [\"active\"]",
+        );
+        let any = [window(None, None)];
+        assert!(matches!(
+            run(&data("admin-2", None), None, &any, &s),
+            Err(Refusal::NoEnrollment(_))
+        ));
+        assert!(run(&data("bot", None), None, &any, &s).is_ok());
+        assert!(
+            run(
+                &data("admin-2", None),
+                None,
+                &[window(Some("admin-2"), None)],
+                &s
+            )
+            .is_ok()
+        );
+        // Nor revives an expired session of such an app.
+        let expired = row("alice", "admin-2", NOW, false);
+        assert!(matches!(
+            run(&data("x", None), Some(&expired), &any, &s),
+            Err(Refusal::NoEnrollment(_))
+        ));
     }
 }

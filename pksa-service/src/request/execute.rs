@@ -45,7 +45,7 @@ fn record_of(req: &Request, d: &Decided) -> Record {
         data_hash: req.hash.clone(),
         account: req.account.clone(),
         cmd: req.family.cmd(),
-        expire: req.expire.0 as i64,
+        expire: req.answer_expire(),
         session_id: d.session_id,
         outcome: serde_json::to_string(&d.outcome).unwrap_or_default(),
         tx_id: d.tx_id.clone(),
@@ -525,35 +525,47 @@ pub(crate) async fn challenge(
 
 // ---------------------------------------------------------------------------------- sign
 
-/// The transactions built on the current head blocks, by reference block: a new request
-/// never gets a transaction another request already got.
+/// The transactions built on the current head blocks: a new request never gets a
+/// transaction another request already got.
 ///
 /// Two requests with the same operations built on the same head block with the same
 /// expiration are the same transaction: the node would refuse the second as a duplicate, and
 /// both apps would be told theirs went through. Only transactions of the same reference
-/// block can be equal, so the set holds those of the last two head blocks (a few seconds of
-/// signing), plus, for a minute after start, those recorded just before it.
+/// block can be equal, so the set keeps, for the last two head blocks, the next free
+/// expiration of each transaction built (keyed by its id at the configured expiration): the
+/// n-th identical request is built once, a second later than the one before. For a minute
+/// after start, the ids recorded just before it are avoided too.
 #[derive(Debug, Default)]
 pub(crate) struct SignedSet {
-    by_ref: HashMap<(u16, u32), HashSet<String>>,
+    by_ref: HashMap<(u16, u32), HashMap<u32, u32>>,
     order: Vec<(u16, u32)>,
     seeded: HashSet<String>,
     seeded_until: i64,
 }
 
+/// The first 4 bytes of a transaction id: a key, not a proof (two different transactions
+/// with the same key only cost one of them a second of expiration), small because the map
+/// holds every transaction of the last two head blocks (about 8 bytes each).
+fn id_key(id: &str) -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(bytes) = hex::decode(id.get(..8).unwrap_or_default()) {
+        for (o, i) in b.iter_mut().zip(bytes) {
+            *o = i;
+        }
+    }
+    u32::from_le_bytes(b)
+}
+
 impl SignedSet {
-    /// Ids recorded before a restart (checked whatever their reference block) for a minute.
+    /// Ids recorded before a restart, avoided whatever their reference block for a minute.
     pub(crate) fn seed(&mut self, ids: Vec<String>, now: i64) {
         self.seeded = ids.into_iter().collect();
         self.seeded_until = now + 60_000;
     }
 
-    fn taken(&self, r: (u16, u32), id: &str, now: i64) -> bool {
-        self.by_ref.get(&r).is_some_and(|s| s.contains(id))
-            || (now < self.seeded_until && self.seeded.contains(id))
-    }
-
-    fn take(&mut self, r: (u16, u32), id: String) {
+    /// The expiration to use for a transaction whose id at the base expiration is `base_id`
+    /// (and reserves it).
+    fn next(&mut self, r: (u16, u32), base_id: &str, base: u32) -> u32 {
         if !self.by_ref.contains_key(&r) {
             self.order.push(r);
             while self.order.len() > 2 {
@@ -561,36 +573,63 @@ impl SignedSet {
                 self.by_ref.remove(&old);
             }
         }
-        self.by_ref.entry(r).or_default().insert(id);
+        let slot = self
+            .by_ref
+            .entry(r)
+            .or_default()
+            .entry(id_key(base_id))
+            .or_insert(base);
+        let secs = *slot;
+        *slot = secs.saturating_add(1);
+        secs
+    }
+
+    fn seeded(&self, id: &str, now: i64) -> bool {
+        now < self.seeded_until && self.seeded.contains(id)
     }
 }
 
-/// A transaction of `ops` on `head` that no other request got: the expiration grows by a
-/// second until the id is new (never beyond hived's maximum).
+/// A transaction of `ops` on `head` that no other request got: identical operations get an
+/// expiration a second later each (never beyond hived's maximum: then an honest error).
 fn distinct_transaction(
     core: &Core,
     head: &HeadBlock,
     ops: Vec<Operation>,
     expire_secs: u32,
 ) -> Result<(Transaction, String), String> {
-    let mut set = core.signed.lock().unwrap_or_else(|p| p.into_inner());
+    let base = Transaction::new(head, ops, expire_secs).map_err(|e| e.to_string())?;
+    let base_id = base.id().map_err(|e| e.to_string())?;
+    let r = (base.ref_block_num, base.ref_block_prefix);
     let now = now_ms();
-    let mut secs = expire_secs;
-    loop {
-        let tx = Transaction::new(head, ops.clone(), secs).map_err(|e| e.to_string())?;
-        let id = tx.id().map_err(|e| e.to_string())?;
-        let r = (tx.ref_block_num, tx.ref_block_prefix);
-        if !set.taken(r, &id, now) {
-            set.take(r, id.clone());
-            return Ok((tx, id));
-        }
-        secs += 1;
+    let mut tx = base;
+    let mut id = base_id.clone();
+    // Built outside the lock; a few rounds at most (a restart's seeded ids).
+    for _ in 0..16 {
+        let secs =
+            core.signed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next(r, &base_id, expire_secs);
         if secs > hive_chain::tx::MAX_EXPIRATION_SECS {
             return Err(
-                "every expiration up to the maximum is taken by an identical transaction".into(),
+                "too many identical transactions on this head block: every expiration up to the maximum is taken"
+                    .into(),
             );
         }
+        if secs != expire_secs || id != base_id {
+            tx.expiration = hive_chain::TimePointSec(head.time.0.saturating_add(secs));
+            id = tx.id().map_err(|e| e.to_string())?;
+        }
+        let seeded = core
+            .signed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .seeded(&id, now);
+        if !seeded {
+            return Ok((tx, id));
+        }
     }
+    Err("no distinct expiration found".into())
 }
 
 /// sign_req.
@@ -708,7 +747,7 @@ pub(crate) async fn sign(
         settings,
     )
     .await;
-    update(core, req, Some(view.id), &outcome, &tx_id).await?;
+    update(core, req, &outcome).await?;
     Some(Answered {
         outcome,
         key: Some(session.key.clone()),
@@ -716,29 +755,37 @@ pub(crate) async fn sign(
 }
 
 /// Replaces a recorded answer with a broadcast's result.
-async fn update(
-    core: &Core,
-    req: &Request,
-    session_id: Option<i64>,
-    outcome: &Outcome,
-    tx_id: &str,
-) -> Option<()> {
-    let rec = Record {
-        uuid: req.uuid.to_string(),
-        data_hash: req.hash.clone(),
-        account: req.account.clone(),
-        cmd: req.family.cmd(),
-        expire: req.expire.0 as i64,
-        session_id,
-        outcome: serde_json::to_string(outcome).unwrap_or_default(),
-        tx_id: Some(tx_id.to_owned()),
-        audit: Entry::default(),
-        guard: None,
-        effect: Effect::None,
-    };
+async fn update(core: &Core, req: &Request, outcome: &Outcome) -> Option<()> {
+    let (uuid, hash) = (req.uuid.to_string(), req.hash.clone());
+    let json = serde_json::to_string(outcome).unwrap_or_default();
     match core
         .store
-        .call(move |c| decisions::update_outcome(c, &rec))
+        .call(move |c| crate::state::answers::set_outcome(c, &uuid, &hash, &json))
+        .await
+    {
+        Ok(()) => Some(()),
+        Err(e) => {
+            tracing::error!(error = %e, uuid = %req.uuid, "cannot record the broadcast result");
+            None
+        }
+    }
+}
+
+/// Records a re-broadcast's result on the answer it re-delivers (and on this uuid's copy).
+async fn update_as(
+    core: &Core,
+    req: &Request,
+    a: &crate::state::answers::Answer,
+    outcome: &Outcome,
+) -> Option<()> {
+    let json = serde_json::to_string(outcome).unwrap_or_default();
+    let (first, hash, uuid) = (a.uuid.clone(), a.data_hash.clone(), req.uuid.to_string());
+    match core
+        .store
+        .call(move |c| {
+            crate::state::answers::set_outcome(c, &first, &hash, &json)?;
+            crate::state::answers::set_outcome(c, &uuid, &hash, &json)
+        })
         .await
     {
         Ok(()) => Some(()),
@@ -840,7 +887,7 @@ pub(crate) async fn redeliver(
     let settings = core.settings();
     if let Outcome::Signing { signed, tx_id } = &outcome {
         let fin = broadcast_signed(core, signed, tx_id, key.as_ref(), req.family, &settings).await;
-        update(core, req, a.session_id, &fin, tx_id).await?;
+        update_as(core, req, &a, &fin).await?;
         return super::reply::frame(
             core,
             server_key,
@@ -858,7 +905,7 @@ pub(crate) async fn redeliver(
             data_hash: req.hash.clone(),
             account: req.account.clone(),
             cmd: req.family.cmd(),
-            expire: req.expire.0 as i64,
+            expire: req.answer_expire(),
             session_id: a.session_id,
             outcome: a.outcome.clone(),
             tx_id: None,
@@ -868,7 +915,7 @@ pub(crate) async fn redeliver(
         };
         let _ = core
             .store
-            .call(move |c| decisions::update_outcome(c, &rec))
+            .call(move |c| decisions::record_copy(c, &rec))
             .await;
     }
     super::reply::frame(

@@ -100,12 +100,22 @@ pub(crate) struct Request {
     pub(crate) account: String,
     pub(crate) expire: UnixMillis,
     pub(crate) frame: RelayToPksa,
-    /// sha256 of the command and the encrypted data (the same request through another
-    /// server has another uuid and the same hash).
+    /// sha256 of the command, the account and the encrypted data (the same request through
+    /// another server has another uuid and the same hash).
     pub(crate) hash: String,
 }
 
+/// How long past now an answer is kept for re-delivery at most, whatever expiry the relay
+/// gave the request (a relay-chosen expiry must not keep rows forever).
+const ANSWER_KEPT_AHEAD_MS: i64 = 3_600_000;
+
 impl Request {
+    /// The request's expiry as stored with its answer: the relay's, at most an hour ahead.
+    pub(crate) fn answer_expire(&self) -> i64 {
+        let cap = crate::state::now_ms().saturating_add(ANSWER_KEPT_AHEAD_MS);
+        i64::try_from(self.expire.0).unwrap_or(i64::MAX).min(cap)
+    }
+
     /// The request in a frame: None for other frames, Err for a request refused at intake
     /// (its id is not a uuid).
     pub(crate) fn from_frame(frame: RelayToPksa) -> Option<Result<Request, RequestId>> {
@@ -128,9 +138,15 @@ impl Request {
         if !is_request_id(uuid.as_str()) {
             return Some(Err(uuid.clone()));
         }
+        // The account is part of the request's identity: the same ciphertext relayed under
+        // another account name is another request (and, not decrypting with that account's
+        // sessions, not ours).
         let hash = hex::encode(
             Sha256::new()
                 .chain_update(family.cmd())
+                .chain_update([0])
+                .chain_update(account.as_str())
+                .chain_update([0])
                 .chain_update(data)
                 .finalize(),
         );
@@ -451,6 +467,20 @@ pub(crate) enum Preflight {
     ),
 }
 
+impl Preflight {
+    /// Gives back a nonce reserved for a request that is not decided after all.
+    pub(crate) fn release(self) {
+        let (session, n) = match self {
+            Preflight::Sign(Resolved::Found { session, .. }, n) => (session, n),
+            Preflight::Challenge(Resolved::Found { session, .. }, n) => (session, n),
+            _ => return,
+        };
+        if let NonceCheck::Reserved(n) = n {
+            session.release(n);
+        }
+    }
+}
+
 /// A request's nonce against its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NonceCheck {
@@ -504,6 +534,10 @@ fn found_nonce<T>(r: &Resolved<T>, nonce: impl Fn(&T) -> Option<u64>, now: i64) 
 /// or no cached session decrypts the request: the handler then resolves it itself).
 pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
     let now = crate::state::now_ms();
+    // An expired request is not decided: it must not use up a nonce.
+    if i64::try_from(req.expire.0).unwrap_or(i64::MAX) <= now {
+        return None;
+    }
     match &req.frame {
         RelayToPksa::SignReq(r) => {
             let found = core.sessions.find(&req.account, &r.data)?;
@@ -566,6 +600,16 @@ pub(crate) async fn handle(
         .call(move |c| crate::state::answers::find(c, &uuid, &hash))
         .await
     {
+        Ok(Some(a)) if a.data_hash != req.hash => {
+            // A request id already used for another request (command, account or data): a
+            // relay reusing ids. Neither decided nor answered; its nonce is given back.
+            tracing::warn!(uuid = %req.uuid, account = %req.account, "request id already used for another request: ignored");
+            core.counters.decision(req.family.cmd(), "uuid_reused");
+            if let Some(p) = pre {
+                p.release();
+            }
+            return None;
+        }
         Ok(Some(a)) => return execute::redeliver(core, server_key, keys, &req, a).await,
         Ok(None) => {}
         Err(e) => {

@@ -10,30 +10,36 @@ use super::{Result, now_ms};
 pub struct Answer {
     /// Request uuid.
     pub uuid: String,
+    /// What the request was (command, account, ciphertext), see `decisions::Record`.
+    pub data_hash: String,
     /// Which session answered (for re-encrypting nack data).
     pub session_id: Option<i64>,
     /// The outcome (JSON, see `request::Outcome`).
     pub outcome: String,
 }
 
-/// The answer to this uuid, else to the same request data (through another server).
+fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Answer> {
+    Ok(Answer {
+        uuid: r.get(0)?,
+        data_hash: r.get(1)?,
+        session_id: r.get(2)?,
+        outcome: r.get(3)?,
+    })
+}
+
+/// The answer recorded under this uuid (whatever request it answered: the caller compares
+/// `data_hash`), else the answer to the same request under another uuid (through another
+/// server).
 pub fn find(conn: &Connection, uuid: &str, data_hash: &str) -> Result<Option<Answer>> {
-    let read = |r: &rusqlite::Row<'_>| {
-        Ok(Answer {
-            uuid: r.get(0)?,
-            session_id: r.get(1)?,
-            outcome: r.get(2)?,
-        })
-    };
     if let Some(a) = conn
-        .prepare_cached("SELECT uuid, session_id, outcome FROM answers WHERE uuid = ?1")?
+        .prepare_cached("SELECT uuid, data_hash, session_id, outcome FROM answers WHERE uuid = ?1")?
         .query_row([uuid], read)
         .optional()?
     {
         return Ok(Some(a));
     }
     Ok(conn
-        .prepare_cached("SELECT uuid, session_id, outcome FROM answers WHERE data_hash = ?1 ORDER BY created LIMIT 1")?
+        .prepare_cached("SELECT uuid, data_hash, session_id, outcome FROM answers WHERE data_hash = ?1 ORDER BY created LIMIT 1")?
         .query_row([data_hash], read)
         .optional()?)
 }
@@ -59,10 +65,18 @@ pub struct Row<'a> {
     pub tx_id: Option<&'a str>,
 }
 
-/// Inserts or replaces.
-pub fn put(conn: &Connection, a: &Row<'_>) -> Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO answers(uuid, data_hash, account, cmd, session_id, outcome, expire, created, tx_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")?
+/// Inserts a new answer (a uuid already recorded is left as it is).
+pub fn insert(conn: &Connection, a: &Row<'_>) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO answers(uuid, data_hash, account, cmd, session_id, outcome, expire, created, tx_id) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")?
         .execute(params![a.uuid, a.data_hash, a.account, a.cmd, a.session_id, a.outcome, a.expire, now_ms(), a.tx_id])?;
+    Ok(())
+}
+
+/// Replaces the outcome of the answer recorded for `uuid` and `data_hash` (a broadcast's
+/// result); never another request's.
+pub fn set_outcome(conn: &Connection, uuid: &str, data_hash: &str, outcome: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE answers SET outcome = ?3 WHERE uuid = ?1 AND data_hash = ?2")?
+        .execute(params![uuid, data_hash, outcome])?;
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub enum Effect {
 pub struct Record {
     /// Request uuid.
     pub uuid: String,
-    /// sha256 of the command and the encrypted data.
+    /// sha256 of the command, the account and the encrypted data.
     pub data_hash: String,
     /// Account.
     pub account: String,
@@ -117,7 +117,7 @@ pub fn record(conn: &Connection, sealer: &Sealer, r: &Record, now: i64) -> Resul
             )?;
         }
     }
-    answers::put(
+    answers::insert(
         conn,
         &answers::Row {
             uuid: &r.uuid,
@@ -134,9 +134,10 @@ pub fn record(conn: &Connection, sealer: &Sealer, r: &Record, now: i64) -> Resul
     Ok(session_id)
 }
 
-/// Replaces a recorded answer's outcome (a broadcast's result after the signed transaction).
-pub fn update_outcome(conn: &Connection, r: &Record) -> Result<()> {
-    answers::put(
+/// Records under a new uuid the answer already given to the same request through another
+/// server (nothing is decided again).
+pub fn record_copy(conn: &Connection, r: &Record) -> Result<()> {
+    answers::insert(
         conn,
         &answers::Row {
             uuid: &r.uuid,

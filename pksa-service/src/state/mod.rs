@@ -597,6 +597,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn limits_of_one_asset_share_one_count() {
+        let (_d, s) = store();
+        let spend = |window_secs| spend::Spend {
+            counter: "bank/HBD".into(),
+            amount: 3_000,
+            max: 5_000,
+            window_secs,
+        };
+        let both = vec![spend(86_400), spend(7 * 86_400)];
+        let b = both.clone();
+        s.call(move |c| spend::check_and_record(c, "alice", "u1", &b))
+            .await
+            .unwrap();
+        let spent = s
+            .call(|c| spend::spent(c, "bank/HBD", "alice", 86_400))
+            .await
+            .unwrap();
+        assert_eq!(spent, 3_000, "counted once, not once per limit");
+        let e = s
+            .call(move |c| spend::check_and_record(c, "alice", "u2", &both))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Conflict(Conflict::SpendLimit(_))),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn enrollment_windows() {
         let (_d, s) = store();
         s.call(|c| enrollments::open(c, "alice", Some("game"), now_ms() + 60_000, None))

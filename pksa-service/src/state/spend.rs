@@ -64,7 +64,13 @@ pub fn check_and_record(
         }
     }
     let now = now_ms();
+    // Limits of one rule on one asset share a counter (`rule/SYMBOL`): the amount is
+    // recorded once, whatever the number of windows it is checked against.
+    let mut recorded = std::collections::HashSet::new();
     for s in spends {
+        if !recorded.insert(s.counter.as_str()) {
+            continue;
+        }
         conn.prepare_cached(
             "INSERT INTO spend(counter, account, amount, time, uuid) VALUES (?1,?2,?3,?4,?5)",
         )?

@@ -347,3 +347,33 @@ fn config_errors_name_the_file_and_field() {
         "{err}"
     );
 }
+
+/// An empty keystore passphrase is refused: nothing is written with it.
+#[test]
+fn an_empty_keystore_passphrase_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let wif = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
+        .unwrap()
+        .to_wif();
+    let out = bin()
+        .env("PKSA_CLI_PASS", "")
+        .arg("--config")
+        .arg(dir.path().join("pksa.toml"))
+        .args(["keys", "add", "--account", "alice", "--role", "posting"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{}\n", wif.expose_secret()).as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is empty"), "{err}");
+    assert!(!dir.path().join("keystore.age").exists());
+}

@@ -606,3 +606,24 @@ pub fn rid(tag: &str) -> String {
     let h = sha2::Sha256::digest(tag.as_bytes());
     format!("00000000-0000-4000-8000-{}", hex::encode(&h[..6]))
 }
+
+/// (account, decision) of every audit row.
+pub async fn audit_rows(dir: &std::path::Path) -> Vec<(String, String)> {
+    cli_store(dir)
+        .call(|c| pksa_service::state::audit::list(c, None, None, None))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.entry.account, r.entry.decision))
+        .collect()
+}
+
+/// (decision, rule, reason) of the newest audit row.
+pub async fn audit_last(dir: &std::path::Path) -> (String, String, String) {
+    let rows = cli_store(dir)
+        .call(|c| pksa_service::state::audit::list(c, None, None, None))
+        .await
+        .unwrap();
+    let e = rows.last().unwrap().entry.clone();
+    (e.decision, e.rule, e.reason)
+}

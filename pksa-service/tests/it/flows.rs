@@ -229,6 +229,8 @@ async fn policy_denies_active_by_default_and_allows_by_rule_with_persisted_spend
     .start()
     .await;
     let client2 = env2.client().await;
+    // bank has a rule of its own now: it enrolls through a window opened for it.
+    open_window(env2.dir.path(), "alice", Some("bank")).await;
     let s2 = env2.auth(&client2, "bank").await;
     let e = client2
         .sign(&s2, vec![transfer("0.600 HIVE")], KeyType::Active, true)

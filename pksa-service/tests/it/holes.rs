@@ -144,6 +144,17 @@ async fn hole1_an_app_cannot_authenticate_as_another_account() {
         ))
         .await;
     assert_eq!(app.reply(&uuid, SETTLE).await, None);
+    // Nothing was created for bob, nothing approved for him.
+    assert_eq!(
+        list_sessions(env.dir.path()).await,
+        vec![("alice".to_owned(), "game".to_owned())]
+    );
+    assert!(
+        !audit_rows(env.dir.path())
+            .await
+            .iter()
+            .any(|(account, decision)| account == "bob" && decision == "approve")
+    );
     // alice's session is untouched and still hers.
     client
         .challenge(&s, KeyType::Posting, "still alice", false)
@@ -313,6 +324,27 @@ async fn hole4_renaming_the_app_does_not_choose_another_apps_rule() {
     assert!(matches!(e, Err(ClientError::Refused { .. })), "{e:?}");
     let rows = list_sessions(env.dir.path()).await;
     assert_eq!(rows, vec![("alice".to_owned(), "bot".to_owned())]);
+    // A window opened for any app does not enroll an app a rule names: whoever holds the
+    // secret would pick the name, and with it the rule.
+    let e = client
+        .authenticate(
+            "alice",
+            Env::app("admin"),
+            None,
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await;
+    assert!(matches!(e, Err(ClientError::Refused { .. })), "{e:?}");
+    open_window(env.dir.path(), "alice", Some("admin")).await;
+    client
+        .authenticate(
+            "alice",
+            Env::app("admin"),
+            None,
+            AuthMode::ServiceSecret(env.secret.clone()),
+        )
+        .await
+        .unwrap();
     env.stop().await;
 }
 
@@ -339,6 +371,8 @@ async fn hole5_value_moving_operations_are_counted_and_their_counterparties_chec
     .start()
     .await;
     let client = env.client().await;
+    // An app a rule names enrolls through a window opened for it.
+    open_window(env.dir.path(), "alice", Some("bank")).await;
     let s = env.auth(&client, "bank").await;
     let escrow = |to: &str, agent: &str, hbd: &str, fee: &str| {
         json!(["escrow_transfer", {"from": "alice", "to": to, "agent": agent, "escrow_id": 1,
@@ -351,33 +385,67 @@ async fn hole5_value_moving_operations_are_counted_and_their_counterparties_chec
         (
             "900 HBD + 50 HBD fee to carol",
             escrow("carol", "bob", "900.000 HBD", "50.000 HBD"),
+            "counterparty \"carol\"",
         ),
         (
             "an agent outside transfer_to",
             escrow("bob", "carol", "0.100 HBD", "0.001 HBD"),
+            "counterparty \"carol\"",
         ),
         (
             "amount + fee over max_transfer",
             escrow("bob", "bob", "0.600 HBD", "0.600 HBD"),
+            "moves 1.200 HBD",
         ),
-        ("a vesting route to carol", route("carol")),
-        ("another chain's asset", transfer("0.100 TESTS")),
+        (
+            "a vesting route to carol",
+            route("carol"),
+            "counterparty \"carol\"",
+        ),
+        (
+            "another chain's asset",
+            transfer("0.100 TESTS"),
+            "TESTS is not an asset of this chain",
+        ),
     ];
-    for (what, op) in refused {
-        let r = client.sign(&s, vec![op], KeyType::Active, false).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused { .. }) | Err(ClientError::Failed { .. })
-            ),
-            "{what}: {r:?}"
-        );
+    let mut app = RawApp::connect(&env.relay_url).await;
+    for (what, op, reason) in refused {
+        let uuid = app
+            .request(sign_frame(
+                "alice",
+                &s.auth_key,
+                vec![op],
+                Some(json!(s.next_nonce().0)),
+            ))
+            .await;
+        let d = decision_for(env.dir.path(), &uuid).await;
+        assert!(d.0 == "deny" && d.2.contains(reason), "{what}: {d:?}");
     }
-    // Within the rule: signed.
-    for op in [route("bob"), escrow("bob", "bob", "0.500 HBD", "0.100 HBD")] {
+    // Within the rule: signed. The same transfer in HIVE is fine (the positive control of
+    // the asset check).
+    for op in [route("bob"), transfer("0.100 HIVE")] {
         let r = client.sign(&s, vec![op], KeyType::Active, false).await;
         assert!(matches!(r, Ok(SignResult::Signed { .. })), "{r:?}");
     }
+    // Escrow amounts and fees count against the 5 HBD a day: five of 0.5 + 0.5 fill it, the
+    // sixth is refused.
+    for i in 0..6 {
+        let r = client
+            .sign(
+                &s,
+                vec![escrow("bob", "bob", "0.500 HBD", "0.500 HBD")],
+                KeyType::Active,
+                false,
+            )
+            .await;
+        if i < 5 {
+            assert!(matches!(r, Ok(SignResult::Signed { .. })), "{i}: {r:?}");
+        } else {
+            assert!(matches!(r, Err(ClientError::Refused { .. })), "{i}: {r:?}");
+        }
+    }
+    let last = audit_last(env.dir.path()).await;
+    assert!(last.2.contains("spend limit bank/HBD"), "{last:?}");
     env.stop().await;
 }
 
@@ -495,6 +563,76 @@ async fn hole7_request_ids_that_are_not_uuids_get_no_answer() {
         seen.push(r["uuid"].as_str().unwrap_or("").to_owned());
     }
     assert_eq!(seen, vec![good], "only the real uuid is answered");
+    let _ = stop.send(true);
+    env.stop().await;
+}
+
+/// A relay reusing a request id for another request gets neither an answer nor a decision,
+/// and the request itself, delivered under its own id, is still decided (its nonce was not
+/// used up).
+#[tokio::test]
+async fn a_reused_request_id_answers_nothing_and_loses_nothing() {
+    let env = Builder {
+        enroll: false,
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let key = AuthKey::generate();
+    create_session(env.dir.path(), "alice", "bot", &key, now_ms_i() + 3_600_000).await;
+    let fake = FakeRelay::bind().await;
+    let svc = build_service(
+        env.dir.path(),
+        &env.alice,
+        &[all_roles("alice")],
+        &env.node_url,
+        &fake.url,
+        &[],
+        default_settings(&env.secret),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(pksa_service::run(svc.clone(), None, rx));
+    let mut conn = fake.accept(1.0, 1).await;
+    let relayed = |uuid: &str, permlink: &str, nonce: u64| {
+        let data = SignReqData {
+            key_type: KeyType::Posting,
+            ops: vec![vote("alice", permlink)],
+            broadcast: false,
+            nonce: Some(has_protocol::Nonce(nonce)),
+        };
+        encode(&RelayToPksa::SignReq(
+            has_protocol::messages::RelayedSignReq {
+                account: "alice".parse().unwrap(),
+                data: Encrypted::encrypt(&data, &key),
+                uuid: RequestId::try_from(uuid.to_owned()).unwrap(),
+                expire: UnixMillis(now_ms_i() as u64 + 60_000),
+                token: None,
+            },
+        ))
+    };
+    let (u1, u2) = (rid("first"), rid("second"));
+    let n = now_ms_i() as u64;
+    conn.send(relayed(&u1, "one", n)).await;
+    let a = conn.recv().await.unwrap();
+    assert_eq!(
+        (a["cmd"].as_str(), a["uuid"].as_str()),
+        (Some("sign_ack"), Some(u1.as_str()))
+    );
+    // The next request under the first one's id: nothing.
+    conn.send(relayed(&u1, "two", n + 1)).await;
+    // The same request under its own id: decided and signed.
+    conn.send(relayed(&u2, "two", n + 1)).await;
+    let b = conn.recv().await.unwrap();
+    assert_eq!(
+        (b["cmd"].as_str(), b["uuid"].as_str()),
+        (Some("sign_ack"), Some(u2.as_str()))
+    );
+    assert_eq!(conn.recv_within(SETTLE).await, None, "u1 answered once");
+    assert_eq!(
+        b["data"]["operations"][0][1]["permlink"], "two",
+        "the second request's own operations"
+    );
     let _ = stop.send(true);
     env.stop().await;
 }
