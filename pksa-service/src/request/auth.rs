@@ -532,6 +532,26 @@ mod tests {
             run(&d, Some(&live), &[], &memo_only).unwrap().challenge,
             None
         );
+        // No posting key held: no proof.
+        let mut k = keys();
+        k.posting = None;
+        let p = decide(
+            &Input {
+                account: "alice",
+                data: &d,
+                existing: Some(&live),
+                windows: &[],
+                origin: KeyOrigin::Stored,
+                new_token: "t",
+            },
+            &Ctx {
+                keys: &k,
+                settings: &s,
+                chain: &ChainId::MAINNET,
+                now: NOW,
+            },
+        );
+        assert_eq!(p.unwrap().challenge, None);
     }
 
     #[test]

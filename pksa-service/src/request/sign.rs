@@ -218,6 +218,10 @@ mod tests {
             run(vote(), "app", NonceCheck::Used(3), "", false),
             Err(Refusal::Replay(3))
         );
+        assert_eq!(
+            run(vote(), "app", NonceCheck::Ahead(3), "", false),
+            Err(Refusal::NonceAhead(3))
+        );
         let p = run(vote(), "app", NonceCheck::Reserved(3), "", false).unwrap();
         assert_eq!(
             (p.nonce, p.roles.clone(), p.rule.as_str()),

@@ -4,7 +4,7 @@
 //! (account, app, expiry, revocation, nonce); the decision's effect is applied (spend
 //! counted against its limits, a session created from an enrollment window, renewed or
 //! revived); the answer and the audit row are written. If the authoritative state refuses
-//! (a [`Conflict`]), nothing of it is written and the caller records a refusal instead: a
+//! (a [`Conflict`](super::Conflict)), nothing of it is written and the caller records a refusal instead: a
 //! stale cache can only turn a decision into a refusal, never into a signature.
 
 use rusqlite::Connection;
