@@ -32,8 +32,13 @@ pub struct RelayConfig {
     /// Frames per second a socket may send (sustained), with a burst of 4× (default 500:
     /// service-mode apps such as bots send many requests over one socket).
     pub frames_per_second: u32,
-    /// Pending (unanswered) requests per account.
+    /// Pending (unanswered) requests per account. When full, the oldest request of the
+    /// connection holding the most gives way to a connection holding fewer (fair share).
     pub max_pending_per_account: usize,
+    /// Pending requests per connection.
+    pub max_pending_per_socket: usize,
+    /// Pending requests per client address (all its connections).
+    pub max_pending_per_ip: usize,
     /// Accepts replies without `pok` from sockets registered for the account (0.8 PKSAs
     /// such as Hive Keychain Mobile). Off: every reply must carry a valid POK.
     pub allow_replies_without_pok: bool,
@@ -60,6 +65,8 @@ impl RelayConfig {
             max_connections: 10_000,
             frames_per_second: 500,
             max_pending_per_account: 256,
+            max_pending_per_socket: 64,
+            max_pending_per_ip: 256,
             allow_replies_without_pok: false,
             pok_time_window: Duration::from_secs(10),
             key_file,
@@ -90,6 +97,10 @@ pub struct FileConfig {
     pub frames_per_second: Option<u32>,
     /// Pending requests per account.
     pub max_pending_per_account: Option<usize>,
+    /// See [`RelayConfig::max_pending_per_socket`].
+    pub max_pending_per_socket: Option<usize>,
+    /// See [`RelayConfig::max_pending_per_ip`].
+    pub max_pending_per_ip: Option<usize>,
     /// Accept 0.8 replies without pok.
     pub allow_replies_without_pok: Option<bool>,
     /// Server key file.

@@ -253,6 +253,32 @@ impl Conn {
     }
 }
 
+/// What a dropped frame was, from its first bytes without parsing it (a flood must not cost
+/// a parse per frame): `sign_req`, `sign_ack for <uuid>`, or `a frame`.
+fn describe_frame(text: &str) -> String {
+    let head = text.get(..text.len().min(512)).unwrap_or("");
+    let field = |name: &str| {
+        let key = format!("\"{name}\"");
+        let rest = head.get(head.find(&key)? + key.len()..)?;
+        let rest = rest
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start()
+            .strip_prefix('"')?;
+        let value = rest.get(..rest.find('"')?)?;
+        (value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        .then(|| value.to_owned())
+    };
+    match (field("cmd"), field("uuid")) {
+        (Some(cmd), Some(uuid)) => format!("{cmd} for {uuid}"),
+        (Some(cmd), None) => cmd,
+        _ => "a frame".to_owned(),
+    }
+}
+
 fn reply_cmd(p: &PksaToRelay) -> &'static str {
     match p {
         PksaToRelay::AuthAck(_) => "auth_ack",
@@ -281,8 +307,16 @@ pub(crate) async fn serve_socket(
     // and that, we answer an error and keep the socket.
     // A 4 KiB read buffer (tungstenite's default is 128 KiB, allocated eagerly per socket):
     // HAS frames are small, and idle sockets dominate a relay's memory.
+    // What a socket may hold unsent is bounded too (tungstenite's default is unbounded): a
+    // client that sends pings and never reads gets its pongs coalesced into one once the
+    // buffer is full, instead of growing the relay by every pong (5 GB in 20 s once).
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4096)
+        .max_write_buffer_size(
+            (128 * 1024usize)
+                .saturating_add(max.saturating_mul(2))
+                .saturating_add(64 * 1024),
+        )
         .max_message_size(Some(max.saturating_mul(2)))
         .max_frame_size(Some(max.saturating_mul(2)));
     let ws = match tokio::time::timeout(
@@ -303,7 +337,7 @@ pub(crate) async fn serve_socket(
     };
     let (mut sink, mut source) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(1024);
-    ctx.hub.add_socket(id, tx.clone());
+    ctx.hub.add_socket(id, tx.clone(), peer.ip());
     tracing::debug!(socket = id, %peer, "socket open");
 
     let connected = RelayToApp::Connected(Connected {
@@ -336,7 +370,10 @@ pub(crate) async fn serve_socket(
                 Some(Ok(Message::Text(t))) => {
                     if !bucket.take() {
                         ctx.hub.metrics.count("frame", "rate_limited");
-                        conn.refuse("rate limit exceeded: frame dropped");
+                        conn.refuse(&format!(
+                            "rate limit exceeded: {} dropped",
+                            describe_frame(t.as_str())
+                        ));
                         continue;
                     }
                     conn.handle_text(t.as_str()).await;
@@ -347,7 +384,14 @@ pub(crate) async fn serve_socket(
                 }
                 Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
                 Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    // RFC 6455 §5.5.1: answer the client's Close (tungstenite queued the
+                    // reply), then close. Dropping TCP instead shows the app an abnormal
+                    // closure (1006), and some reconnect and replay what they had.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                    break;
+                }
+                None => break,
                 Some(Err(e)) => {
                     tracing::debug!(socket = id, error = %e, "socket error");
                     break;

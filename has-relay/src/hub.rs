@@ -4,7 +4,8 @@
 //! their bounded outbound channels (`try_send`: a socket too slow to drain its queue is
 //! closed rather than allowed to stall the relay).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -32,6 +33,8 @@ pub enum Outbound {
 #[derive(Debug)]
 struct Socket {
     tx: mpsc::Sender<Outbound>,
+    /// The peer's address.
+    ip: IpAddr,
     /// account → that account's public keys (from registration), for reply POK checks.
     registered: HashMap<String, std::collections::HashSet<PublicKey>>,
 }
@@ -43,6 +46,9 @@ struct Request {
     /// The relayed frame for PKSAs.
     relayed: String,
     app_socket: Option<SocketId>,
+    /// The socket and address that made it (for the pending caps; `app_socket` may change
+    /// with `attach_req`).
+    origin: (SocketId, IpAddr),
     expire: UnixMillis,
     created: Instant,
     answer: Option<String>,
@@ -59,17 +65,59 @@ struct State {
     pending: HashMap<String, usize>,
     /// Sum of `pending`.
     pending_total: u64,
+    /// Unanswered requests per originating socket and per address.
+    pending_by_socket: HashMap<SocketId, usize>,
+    pending_by_ip: HashMap<IpAddr, usize>,
+    /// account → its requests, oldest first (answered ones are skipped and dropped lazily).
+    queue: HashMap<String, VecDeque<RequestId>>,
+}
+
+/// The request command of a family.
+fn family_cmd(f: Family) -> &'static str {
+    match f {
+        Family::Auth => "auth_req",
+        Family::Sign => "sign_req",
+        Family::Challenge => "challenge_req",
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+    if let Some(n) = m.get_mut(k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 impl State {
-    fn pending_done(&mut self, account: &str) {
-        if let Some(n) = self.pending.get_mut(account) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.pending.remove(account);
+    /// A request stops being pending (answered, expired or dropped).
+    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr)) {
+        decrement(&mut self.pending, &account.to_owned());
+        decrement(&mut self.pending_by_socket, &origin.0);
+        decrement(&mut self.pending_by_ip, &origin.1);
+        self.pending_total = self.pending_total.saturating_sub(1);
+    }
+
+    /// The oldest pending request of `account` made by the socket with the most pending
+    /// requests for it, if that socket has more than `than` of them.
+    fn heaviest_oldest(&mut self, account: &str, than: usize) -> Option<RequestId> {
+        let requests = &self.requests;
+        let q = self.queue.get_mut(account)?;
+        q.retain(|u| requests.get(u).is_some_and(|r| r.answer.is_none()));
+        let mut per_socket: HashMap<SocketId, usize> = HashMap::new();
+        for u in q.iter() {
+            if let Some(r) = requests.get(u) {
+                *per_socket.entry(r.origin.0).or_default() += 1;
             }
         }
-        self.pending_total = self.pending_total.saturating_sub(1);
+        let (socket, n) = per_socket.into_iter().max_by_key(|(_, n)| *n)?;
+        if n <= than {
+            return None;
+        }
+        q.iter()
+            .find(|u| requests.get(*u).is_some_and(|r| r.origin.0 == socket))
+            .cloned()
     }
 }
 
@@ -114,10 +162,23 @@ pub struct Hub {
     server_key: PrivateKey,
     pok_cache: SharedSecretCache,
     timeout_ms: u64,
-    max_pending_per_account: usize,
+    limits: Limits,
     allow_replies_without_pok: bool,
     /// Metrics.
     pub metrics: Metrics,
+}
+
+/// Caps on unanswered requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Per account. When an account is full, the oldest request of the connection with the
+    /// most pending requests for it gives way to a connection with fewer (fair share): one
+    /// connection, however busy, cannot shut an account's other apps out.
+    pub per_account: usize,
+    /// Per connection.
+    pub per_socket: usize,
+    /// Per client address (all its connections).
+    pub per_ip: usize,
 }
 
 impl Hub {
@@ -125,7 +186,7 @@ impl Hub {
     pub fn new(
         server_key: PrivateKey,
         timeout_ms: u64,
-        max_pending_per_account: usize,
+        limits: Limits,
         allow_replies_without_pok: bool,
     ) -> Self {
         Hub {
@@ -133,7 +194,7 @@ impl Hub {
             server_key,
             pok_cache: SharedSecretCache::new(4096),
             timeout_ms,
-            max_pending_per_account,
+            limits,
             allow_replies_without_pok,
             metrics: Metrics::default(),
         }
@@ -171,11 +232,12 @@ impl Hub {
     }
 
     /// A new socket.
-    pub fn add_socket(&self, id: SocketId, tx: mpsc::Sender<Outbound>) {
+    pub fn add_socket(&self, id: SocketId, tx: mpsc::Sender<Outbound>, ip: IpAddr) {
         self.lock().sockets.insert(
             id,
             Socket {
                 tx,
+                ip,
                 registered: HashMap::new(),
             },
         );
@@ -274,9 +336,45 @@ impl Hub {
         let relayed = frame::encode(&relayed).map_err(|e| e.to_string())?;
         let wait = frame::encode(&wait).map_err(|e| e.to_string())?;
         let mut st = self.lock();
-        let pending = st.pending.get(account.as_str()).copied().unwrap_or(0);
-        if pending >= self.max_pending_per_account {
-            return Err(format!("too many pending requests for {account}"));
+        let Some(ip) = st.sockets.get(&from).map(|s| s.ip) else {
+            return Err("connection closed".into());
+        };
+        let cmd = family_cmd(family);
+        if st.pending_by_socket.get(&from).copied().unwrap_or(0) >= self.limits.per_socket {
+            self.metrics.count(cmd, "refused_socket_limit");
+            return Err(format!(
+                "{cmd} refused: too many pending requests on this connection"
+            ));
+        }
+        if st.pending_by_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip {
+            self.metrics.count(cmd, "refused_ip_limit");
+            return Err(format!(
+                "{cmd} refused: too many pending requests from this address"
+            ));
+        }
+        if st.pending.get(account.as_str()).copied().unwrap_or(0) >= self.limits.per_account {
+            let mine = st
+                .queue
+                .get(account.as_str())
+                .map(|q| {
+                    q.iter()
+                        .filter(|u| {
+                            st.requests
+                                .get(*u)
+                                .is_some_and(|r| r.answer.is_none() && r.origin.0 == from)
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            match st.heaviest_oldest(account.as_str(), mine + 1) {
+                Some(old) => self.drop_request(&mut st, &old, &account),
+                None => {
+                    self.metrics.count(cmd, "refused_account_limit");
+                    return Err(format!(
+                        "{cmd} refused: too many pending requests for {account}"
+                    ));
+                }
+            }
         }
         let targets: Vec<SocketId> = st
             .registrations
@@ -292,7 +390,7 @@ impl Hub {
             }
         }
         st.requests.insert(
-            uuid,
+            uuid.clone(),
             Request {
                 account: account.to_string(),
                 family,
@@ -302,14 +400,42 @@ impl Hub {
                 created: Instant::now(),
                 answer: None,
                 delivered_to: delivered,
+                origin: (from, ip),
             },
         );
+        st.queue
+            .entry(account.to_string())
+            .or_default()
+            .push_back(uuid.clone());
         *st.pending.entry(account.to_string()).or_insert(0) += 1;
+        *st.pending_by_socket.entry(from).or_insert(0) += 1;
+        *st.pending_by_ip.entry(ip).or_insert(0) += 1;
         st.pending_total += 1;
         self.metrics
             .queue_depth
             .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
         Ok(wait)
+    }
+
+    /// Drops a pending request to make room (fair share): its app is told, a later reply to
+    /// it is an unknown request.
+    fn drop_request(&self, st: &mut State, uuid: &RequestId, account: &AccountName) {
+        let Some(r) = st.requests.remove(uuid) else {
+            return;
+        };
+        st.pending_done(&r.account, r.origin);
+        self.metrics
+            .count(family_cmd(r.family), "dropped_fair_share");
+        if let Some(app) = r.app_socket
+            && let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg {
+                error: format!(
+                    "{} {uuid} dropped: {account} has too many pending requests and this connection holds the most",
+                    family_cmd(r.family)
+                ),
+            }))
+        {
+            Self::send(st, app, t);
+        }
     }
 
     /// Registers `socket` for `account` (its keys already verified) and delivers the
@@ -429,8 +555,8 @@ impl Hub {
         }
         r.answer = Some(text.clone());
         self.metrics.observe_latency(r.created.elapsed());
-        let app = r.app_socket;
-        st.pending_done(&account);
+        let (app, origin) = (r.app_socket, r.origin);
+        st.pending_done(&account, origin);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
@@ -470,18 +596,25 @@ impl Hub {
     pub fn purge_expired(&self) -> usize {
         let now = UnixMillis::now();
         let mut st = self.lock();
-        let expired: Vec<(RequestId, String, bool)> = st
+        let expired: Vec<RequestId> = st
             .requests
             .iter()
             .filter(|(_, r)| r.expire <= now)
-            .map(|(u, r)| (u.clone(), r.account.clone(), r.answer.is_none()))
+            .map(|(u, _)| u.clone())
             .collect();
-        for (uuid, account, unanswered) in &expired {
-            st.requests.remove(uuid);
-            if *unanswered {
-                st.pending_done(account);
+        for uuid in &expired {
+            if let Some(r) = st.requests.remove(uuid)
+                && r.answer.is_none()
+            {
+                st.pending_done(&r.account, r.origin);
             }
         }
+        let mut queue = std::mem::take(&mut st.queue);
+        queue.retain(|_, q| {
+            q.retain(|u| st.requests.get(u).is_some_and(|r| r.answer.is_none()));
+            !q.is_empty()
+        });
+        st.queue = queue;
         self.metrics
             .queue_depth
             .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);

@@ -44,6 +44,35 @@ pub(crate) struct Ctx {
 /// The relay software version announced in `connected`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// File descriptors a relay needs besides one per connection (listeners, the metrics
+/// listener, the Hive API client, the runtime).
+const SPARE_FILES: u64 = 64;
+
+/// Makes sure the process may open a file per connection: raises the soft `RLIMIT_NOFILE`
+/// up to what `max_connections` needs, or fails naming the limit to change. Without it, a
+/// relay with the default soft limit (often 1,024) stops accepting connections long before
+/// `max_connections`, with "Too many open files" in the log.
+pub fn ensure_open_files(max_connections: usize) -> anyhow::Result<u64> {
+    let need = (max_connections as u64).saturating_add(SPARE_FILES);
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard < need {
+        anyhow::bail!(
+            "max_connections = {max_connections} needs {need} open files, but the hard limit (RLIMIT_NOFILE) is {hard}: raise it (systemd: LimitNOFILE={need}; shell: ulimit -Hn {need}) or lower max_connections to {}",
+            hard.saturating_sub(SPARE_FILES)
+        );
+    }
+    rlimit::setrlimit(rlimit::Resource::NOFILE, need, hard)?;
+    tracing::info!(
+        from = soft,
+        to = need,
+        "raised the open-file limit for max_connections"
+    );
+    Ok(need)
+}
+
 /// Serves the relay on `listener` until `shutdown` resolves, then closes every socket
 /// cleanly (close frame "going away") and returns.
 pub async fn run(
@@ -51,6 +80,7 @@ pub async fn run(
     config: RelayConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    ensure_open_files(config.max_connections)?;
     let server_key = load_or_create_server_key(&config.key_file)?;
     let directory = match &config.accounts {
         AccountSource::File(p) => Directory::from_file(p)?,
@@ -60,7 +90,11 @@ pub async fn run(
     let hub = hub::Hub::new(
         server_key,
         config.timeout.as_millis() as u64,
-        config.max_pending_per_account,
+        hub::Limits {
+            per_account: config.max_pending_per_account,
+            per_socket: config.max_pending_per_socket,
+            per_ip: config.max_pending_per_ip,
+        },
         config.allow_replies_without_pok,
     );
     let ctx = Arc::new(Ctx {

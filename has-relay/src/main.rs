@@ -106,6 +106,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = file.max_pending_per_account {
         config.max_pending_per_account = v;
     }
+    if let Some(v) = file.max_pending_per_socket {
+        config.max_pending_per_socket = v;
+    }
+    if let Some(v) = file.max_pending_per_ip {
+        config.max_pending_per_ip = v;
+    }
     config.allow_replies_without_pok =
         args.allow_replies_without_pok || file.allow_replies_without_pok.unwrap_or(false);
     config.metrics_listen = args.metrics.or(file.metrics_listen);

@@ -105,6 +105,10 @@ pub struct Config {
     pub challenge_nonce_required: bool,
     /// Transaction expiration after the head block time.
     pub expiration: Duration,
+    /// Answers are kept for re-delivery this long after their request expired.
+    pub answer_retention: Duration,
+    /// Audit rows older than this are pruned (None: kept for ever).
+    pub audit_retention: Option<Duration>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics and health listener.
@@ -136,6 +140,8 @@ struct Raw {
     challenge_decrypt: Option<bool>,
     challenge_nonce_required: Option<bool>,
     expiration_secs: Option<u64>,
+    answer_retention_hours: Option<f64>,
+    audit_retention_days: Option<f64>,
     #[serde(default)]
     log: RawLog,
     metrics_listen: Option<String>,
@@ -318,6 +324,23 @@ impl Config {
         if !(10..=3600).contains(&expiration) {
             return Err(err("expiration_secs", "must be between 10 and 3600".into()));
         }
+        let answer_retention = raw.answer_retention_hours.unwrap_or(24.0);
+        if !(1.0..=24.0 * 366.0).contains(&answer_retention) {
+            return Err(err(
+                "answer_retention_hours",
+                "must be at least 1 and at most a year (re-delivered requests are answered from it)".into(),
+            ));
+        }
+        let audit_retention = match raw.audit_retention_days {
+            None => None,
+            Some(d) if (1.0..=3650.0).contains(&d) => Some(Duration::from_secs_f64(d * 86400.0)),
+            Some(_) => {
+                return Err(err(
+                    "audit_retention_days",
+                    "must be at least 1 and at most 3650 (leave it out to keep every row)".into(),
+                ));
+            }
+        };
         let json = match raw.log.format.as_deref() {
             None | Some("human") => false,
             Some("json") => true,
@@ -383,6 +406,8 @@ impl Config {
             challenge_decrypt: raw.challenge_decrypt.unwrap_or(false),
             challenge_nonce_required: raw.challenge_nonce_required.unwrap_or(false),
             expiration: Duration::from_secs(expiration),
+            answer_retention: Duration::from_secs_f64(answer_retention * 3600.0),
+            audit_retention,
             log: LogConfig {
                 json,
                 payloads: raw.log.payloads.unwrap_or(false),
@@ -419,6 +444,10 @@ pub struct Settings {
     pub log_payloads: bool,
     /// The policy.
     pub policy: PolicyConfig,
+    /// Answers kept after their request expired.
+    pub answer_retention: Duration,
+    /// Audit rows kept (None: for ever).
+    pub audit_retention: Option<Duration>,
 }
 
 impl Settings {
@@ -436,6 +465,8 @@ impl Settings {
             expiration: c.expiration,
             log_payloads: c.log.payloads,
             policy: c.policy.clone(),
+            answer_retention: c.answer_retention,
+            audit_retention: c.audit_retention,
         }
     }
 }
@@ -485,6 +516,12 @@ challenge_nonce_required = false
 
 # Transaction expiration after the head block time, seconds (10..3600).
 expiration_secs = 60
+
+# Retention. Answers are kept this long after their request expired, to answer a request
+# delivered again; audit rows older than audit_retention_days are pruned (the chain stays
+# verifiable from the last pruned row). Leave audit_retention_days out to keep every row.
+answer_retention_hours = 24
+# audit_retention_days = 365
 
 # metrics_listen = "127.0.0.1:9108"
 

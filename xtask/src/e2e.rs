@@ -109,7 +109,7 @@ pub fn run() -> Result<()> {
     std::fs::write(dir.join("accounts.json"), serde_json::to_string(&[acct])?)?;
     std::fs::write(
         dir.join("relay.toml"),
-        "frames_per_second = 1000000\nmax_pending_per_account = 1000000\n",
+        "frames_per_second = 1000000\nmax_pending_per_account = 1000000\nmax_pending_per_socket = 1000000\nmax_pending_per_ip = 1000000\n",
     )?;
     let port = free_port()?;
     let relay_url = format!("ws://127.0.0.1:{port}");

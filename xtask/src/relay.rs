@@ -262,7 +262,7 @@ pub fn bench() -> Result<()> {
     let names: Vec<String> = (0..PAIRS).map(|i| format!("bench-{i}")).collect();
     let accounts: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "bench")).collect();
     let config = format!(
-        "max_connections = {}\nframes_per_second = 1000000\nmax_pending_per_account = 1000000\n",
+        "max_connections = {}\nframes_per_second = 1000000\nmax_pending_per_account = 1000000\nmax_pending_per_socket = 1000000\nmax_pending_per_ip = 1000000\n",
         IDLE_CONNECTIONS + 1_000
     );
     let (relay, url) = start_relay(&bin, &dir, &accounts, &config)?;

@@ -422,3 +422,211 @@ async fn shutdown_closes_sockets_cleanly_and_metrics_count() {
     }
     assert!(saw_close);
 }
+
+fn relay_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that sends pings and never reads must not grow the relay: pongs it does not
+/// read coalesce once the socket's bounded write buffer is full (this grew a relay by 5 GB in
+/// 20 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_pongs_cannot_grow_the_relay() {
+    use futures_util::SinkExt;
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |_| {}).await;
+    let before = relay_rss_kib();
+    // A raw socket whose receive buffer is tiny and never drained.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let s = sock.connect(f.relay.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(f.relay.url.clone(), s)
+        .await
+        .unwrap();
+    let payload = vec![7u8; 125];
+    let t0 = std::time::Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(3) {
+        // feed, not send: never flush-and-read; tungstenite on this side buffers too, so
+        // flush in batches.
+        for _ in 0..1000 {
+            if ws
+                .feed(tokio_tungstenite::tungstenite::Message::Ping(
+                    payload.clone().into(),
+                ))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        if ws.flush().await.is_err() {
+            break;
+        }
+        sent += 1000;
+    }
+    let grown_mib = relay_rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "{sent} pings grew the process by {grown_mib} MiB"
+    );
+    // The relay still serves everyone else.
+    let mut p = Peer::connect(&f.relay.url).await;
+    p.send(json!({"cmd": "key_req"})).await;
+    assert_eq!(p.recv().await["cmd"], "key_ack");
+}
+
+/// RFC 6455 §5.5.1: a client's Close frame is answered with a Close frame.
+#[tokio::test]
+async fn a_close_frame_is_answered_with_a_close_frame() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |_| {}).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&f.relay.url)
+        .await
+        .unwrap();
+    let _connected = ws.next().await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return Ok(c),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed without a Close frame".into()),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let frame = reply.unwrap();
+    assert_eq!(frame.map(|c| c.code), Some(CloseCode::Normal));
+}
+
+/// One connection cannot hold an account's pending requests for itself: it is capped per
+/// connection, and when an account is full the connection holding the most gives way.
+#[tokio::test]
+async fn a_stranger_cannot_block_an_account_with_pending_requests() {
+    let alice = TestAccount::new("alice");
+    // Per-connection cap (the default 64) and per-account cap 256.
+    let f = relay_with(&[&alice], |c| c.frames_per_second = 100_000).await;
+    let mut stranger = Peer::connect(&f.relay.url).await;
+    for _ in 0..300 {
+        stranger
+            .send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+            .await;
+    }
+    let (mut waits, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let r = stranger.recv().await;
+        match r["cmd"].as_str() {
+            Some("sign_wait") => waits += 1,
+            Some("error") => {
+                assert!(
+                    r["error"].as_str().unwrap().contains("on this connection"),
+                    "{r}"
+                );
+                refused += 1
+            }
+            other => panic!("{other:?}: {r}"),
+        }
+    }
+    assert_eq!((waits, refused), (64, 236));
+    // A legitimate app is not refused.
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    assert_eq!(app.recv().await["cmd"], "sign_wait");
+}
+
+/// With the per-connection cap out of the way, a full account still admits a new
+/// connection's request: the oldest request of the connection holding the most gives way.
+#[tokio::test]
+async fn a_full_account_gives_way_to_a_connection_holding_fewer() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| {
+        c.frames_per_second = 100_000;
+        c.max_pending_per_account = 8;
+        c.max_pending_per_socket = 1_000;
+    })
+    .await;
+    let mut heavy = Peer::connect(&f.relay.url).await;
+    let mut first = None;
+    for _ in 0..8 {
+        heavy
+            .send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+            .await;
+        let w = heavy.recv_cmd("sign_wait").await;
+        first.get_or_insert(w["uuid"].as_str().unwrap().to_owned());
+    }
+    // Full: the heavy connection is refused more...
+    heavy
+        .send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    let r = heavy.recv().await;
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many pending requests for alice"),
+        "{r}"
+    );
+    // ...and another connection gets in, the heavy one's oldest request giving way.
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    assert_eq!(app.recv().await["cmd"], "sign_wait");
+    let dropped = heavy.recv().await;
+    let text = dropped["error"].as_str().unwrap();
+    assert!(
+        text.contains(first.as_deref().unwrap()) && text.contains("dropped"),
+        "{dropped}"
+    );
+}
+
+/// A rate-limited frame's error names what it dropped.
+#[tokio::test]
+async fn a_rate_limited_frame_is_named_in_its_error() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.frames_per_second = 1).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    for _ in 0..10 {
+        app.send(json!({"cmd": "challenge_req", "account": "alice", "data": DATA}))
+            .await;
+    }
+    let mut named = 0;
+    for _ in 0..10 {
+        let r = app.recv().await;
+        if r["cmd"] == "error" {
+            assert_eq!(r["error"], "rate limit exceeded: challenge_req dropped");
+            named += 1;
+        }
+    }
+    assert!(named >= 5, "{named}");
+}
+
+/// The relay refuses to start when the open-file limit cannot hold its connections.
+#[test]
+fn max_connections_beyond_the_open_file_limit_is_refused_with_the_limit_named() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    let e = has_relay::ensure_open_files((hard as usize).saturating_add(1)).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("hard limit (RLIMIT_NOFILE)") && text.contains("LimitNOFILE="),
+        "{text}"
+    );
+    assert!(has_relay::ensure_open_files(16).is_ok());
+}

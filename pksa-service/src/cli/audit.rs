@@ -40,14 +40,18 @@ pub(super) fn run(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AuditCmd::Verify => match store.call_blocking(crate::state::audit::verify)? {
-            crate::state::audit::Verdict::Intact { rows } => {
-                println!("audit chain intact: {rows} rows");
-                Ok(())
+        AuditCmd::Verify => {
+            let sealer = store.sealer().clone();
+            let verdict = store.call_blocking(move |c| crate::state::audit::verify(c, &sealer))?;
+            match verdict {
+                crate::state::audit::Verdict::Intact { rows } => {
+                    println!("audit chain intact: {rows} rows");
+                    Ok(())
+                }
+                crate::state::audit::Verdict::Broken { id, reason } => {
+                    anyhow::bail!("audit chain broken at row {id}: {reason}")
+                }
             }
-            crate::state::audit::Verdict::Broken { id, reason } => {
-                anyhow::bail!("audit chain broken at row {id}: {reason}")
-            }
-        },
+        }
     }
 }

@@ -44,7 +44,12 @@ pub enum Command {
     /// Start a local sandbox: relay, dry-run Hive node and service with a generated account.
     Sandbox(SandboxArgs),
     /// Run the service with the config file.
-    Run,
+    Run {
+        /// If the state file is empty or damaged, move it aside and start with no sessions,
+        /// answers or audit (a good state file is never replaced).
+        #[arg(long)]
+        new_state: bool,
+    },
     /// Write a commented example config.
     Init,
     /// Manage keys in the keystore.
@@ -311,7 +316,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => sandbox(SandboxArgs::default(), json_logs).await,
         Some(Command::Sandbox(a)) => sandbox(a, json_logs).await,
-        Some(Command::Run) => run(&cli.config, json_logs, cli.log_payloads).await,
+        Some(Command::Run { new_state }) => {
+            run(&cli.config, json_logs, cli.log_payloads, new_state).await
+        }
         Some(Command::Init) => {
             if cli.config.exists() {
                 anyhow::bail!(
@@ -389,7 +396,12 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
     sb.stop().await
 }
 
-async fn run(path: &Path, json_logs: bool, log_payloads: bool) -> anyhow::Result<()> {
+async fn run(
+    path: &Path,
+    json_logs: bool,
+    log_payloads: bool,
+    new_state: bool,
+) -> anyhow::Result<()> {
     let mut config = load_config(path)?;
     init_logging(json_logs || config.log.json);
     config.log.payloads |= log_payloads;
@@ -399,10 +411,11 @@ async fn run(path: &Path, json_logs: bool, log_payloads: bool) -> anyhow::Result
             "the keystore holds no account: `pksa-service keys add --account NAME --role posting`"
         );
     }
-    let store = Store::open(
+    let store = Store::open_or_start_anew(
         &config.state,
         Sealer::new(ks.state_key().clone()),
         state::Sync::Full,
+        new_state,
     )?;
     let rpc = daemon::rpc_client(config.hive_api.clone())?;
     let svc = Service::new(

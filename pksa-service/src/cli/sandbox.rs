@@ -132,6 +132,8 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     // Loopback development: no per-socket rate limit worth the name, room for load tests.
     relay_config.frames_per_second = 1_000_000;
     relay_config.max_pending_per_account = 100_000;
+    relay_config.max_pending_per_socket = 100_000;
+    relay_config.max_pending_per_ip = 100_000;
     let (relay, relay_url) = match &opts.relay {
         Some(url) => (None, url.clone()),
         None => {
@@ -176,6 +178,8 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         challenge_nonce_required: false,
         expiration: Duration::from_secs(60),
         log_payloads: false,
+        answer_retention: Duration::from_secs(86_400),
+        audit_retention: None,
         policy: PolicyConfig::default(),
     };
     let rpc = daemon::rpc_client(vec![hive_api_url.clone()])?;

@@ -124,8 +124,25 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let r = svc.store.call(|c| crate::state::answers::purge(c, now_ms(), 24 * 3600 * 1000)).await;
-                        if let Err(e) = r { tracing::warn!(error = %e, "purge failed"); }
+                        let settings = svc.settings();
+                        let keep = i64::try_from(settings.answer_retention.as_millis()).unwrap_or(i64::MAX);
+                        let audit_before = settings
+                            .audit_retention
+                            .map(|d| now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+                        let sealer = svc.store.sealer().clone();
+                        let r = svc.store.call(move |c| {
+                            let answers = crate::state::answers::purge(c, now_ms(), keep)?;
+                            let audit = match audit_before {
+                                Some(t) => crate::state::audit::prune(c, &sealer, t)?,
+                                None => 0,
+                            };
+                            Ok((answers, audit))
+                        }).await;
+                        match r {
+                            Ok((0, 0)) => {}
+                            Ok((answers, audit)) => tracing::info!(answers, audit, "pruned past their retention"),
+                            Err(e) => tracing::warn!(error = %e, "purge failed"),
+                        }
                     }
                     _ = stop.changed() => break,
                 }

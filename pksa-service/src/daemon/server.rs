@@ -29,7 +29,13 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Capped low: a relay back after a long outage is found again within 5 s (jitter only
+/// shortens the wait).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// An account the relay did not acknowledge is registered again after this long, then twice
+/// as long each time, up to [`REGISTER_RETRY_MAX`].
+const REGISTER_RETRY_MIN: Duration = Duration::from_secs(2);
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 enum Ended {
@@ -67,12 +73,8 @@ pub(crate) async fn server_task(
                 if established || started.elapsed() > Duration::from_secs(60) {
                     attempt = 0;
                 }
-                let base = BACKOFF_MIN
-                    .saturating_mul(1u32 << attempt.min(7))
-                    .min(BACKOFF_MAX);
+                let wait = backoff(attempt, rand::random_range(0.5..1.0));
                 attempt = attempt.saturating_add(1);
-                let jitter: f64 = rand::random_range(0.5..1.5);
-                let wait = base.mul_f64(jitter);
                 tracing::warn!(server = %url, reason = %Escaped(&why), retry_in_ms = wait.as_millis() as u64, "HAS connection ended");
                 wait
             }
@@ -83,6 +85,15 @@ pub(crate) async fn server_task(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The wait before reconnection attempt `attempt` (0-based): 250 ms doubling, capped at 5 s,
+/// times `jitter` (at most 1).
+fn backoff(attempt: u32, jitter: f64) -> Duration {
+    BACKOFF_MIN
+        .saturating_mul(1u32 << attempt.min(7))
+        .min(BACKOFF_MAX)
+        .mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// Frames from a relay are bounded like the relay bounds its own (has-protocol's frame
@@ -99,10 +110,13 @@ fn parse_server_key(s: &str) -> Option<PublicKey> {
         .ok()
 }
 
-fn register_frames(svc: &Service, server_key: &PublicKey) -> Vec<String> {
+/// One `register_req` per account (one bad account cannot block the others), for every
+/// account we hold keys for that is not in `done`.
+fn register_frames(svc: &Service, server_key: &PublicKey, done: &HashSet<String>) -> Vec<String> {
     svc.keys
         .accounts()
         .iter()
+        .filter(|(name, _)| !done.contains(*name))
         .filter_map(|(name, keys)| {
             let lowest = keys.lowest()?;
             let account = has_protocol::AccountName::new(name).ok()?;
@@ -200,12 +214,15 @@ async fn session(
     };
     status.connected.store(true, Ordering::Relaxed);
     tracing::info!(server = %url, server_key = %server_key, "connected to HAS server");
-    for f in register_frames(svc, &server_key) {
+    for f in register_frames(svc, &server_key, &HashSet::new()) {
         tracing::debug!(server = %url, frame = %show(&f), "out");
         if sink.send(Message::Text(f.into())).await.is_err() {
             return Ended::Closed("send failed".into());
         }
     }
+    // Accounts not acknowledged are registered again, with backoff.
+    let mut register_wait = REGISTER_RETRY_MIN;
+    let mut register_retry = Box::pin(tokio::time::sleep(register_wait));
 
     let (out_tx, mut out_rx) = mpsc::channel::<String>(4096);
     let mut handlers = tokio::task::JoinSet::new();
@@ -272,7 +289,11 @@ async fn session(
                         }
                     }
                     Message::Pong(_) => last_pong = Instant::now(),
-                    Message::Close(_) => break Ended::Closed("server closed the connection".into()),
+                    Message::Close(_) => {
+                        // Answer the relay's Close (RFC 6455 §5.5.1) before leaving.
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                        break Ended::Closed("server closed the connection".into());
+                    }
                     _ => {}
                 }
             }
@@ -291,6 +312,27 @@ async fn session(
                 }
             }
             Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+            _ = &mut register_retry => {
+                let frames = register_frames(svc, &server_key, &registered);
+                if frames.is_empty() {
+                    register_wait = REGISTER_RETRY_MIN;
+                } else {
+                    tracing::warn!(server = %url, accounts = frames.len(), retry_in_s = register_wait.as_secs(), "accounts not registered: registering them again");
+                    register_wait = (register_wait * 2).min(REGISTER_RETRY_MAX);
+                }
+                register_retry.as_mut().reset(tokio::time::Instant::now() + register_wait);
+                let mut failed = false;
+                for f in frames {
+                    tracing::debug!(server = %url, frame = %show(&f), "out");
+                    if sink.send(Message::Text(f.into())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                if failed {
+                    break Ended::Closed("send failed".into());
+                }
+            }
             _ = stop.changed() => break Ended::Shutdown,
         }
     };
@@ -320,4 +362,19 @@ async fn session(
         handlers.detach_all();
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_back_after_a_long_outage_is_retried_within_5_s() {
+        assert_eq!(backoff(0, 1.0), Duration::from_millis(250));
+        assert_eq!(backoff(2, 1.0), Duration::from_secs(1));
+        for attempt in [5, 10, 100, u32::MAX] {
+            assert!(backoff(attempt, 1.0) <= Duration::from_secs(5));
+            assert!(backoff(attempt, 0.5) >= Duration::from_millis(2500));
+        }
+    }
 }

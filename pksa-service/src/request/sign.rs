@@ -128,6 +128,8 @@ mod tests {
             challenge_nonce_required: false,
             expiration: Duration::from_secs(60),
             log_payloads: false,
+            answer_retention: Duration::from_secs(86_400),
+            audit_retention: None,
             policy: toml::from_str(policy).unwrap(),
         }
     }

@@ -1,10 +1,71 @@
 //! The audit chain: every decision appended to the store, each row hashed with the previous
 //! row's hash, so an edited, inserted or deleted row is detected by [`verify`].
+//!
+//! The newest row is recorded apart from the table, as the chain's head sealed with the
+//! keystore's state key (`meta.audit_head`): deleting the newest rows, which leaves a chain
+//! that links, shows as a head the table no longer reaches, and a head rewritten to match
+//! needs the state key. Pruning old rows ([`prune`]) keeps the last pruned row's id and hash,
+//! sealed likewise, as the anchor the remaining chain starts from.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use super::{Result, StoreError, now_ms};
+use super::{Result, Sealer, StoreError, now_ms};
+
+const HEAD: &str = "audit_head";
+const ANCHOR: &str = "audit_anchor";
+
+/// A sealed (id, hash) mark: `id:hash:mac`.
+fn mark(sealer: &Sealer, key: &str, id: i64, hash: &str) -> String {
+    let body = format!("{id}:{hash}");
+    let mac = sealer.mac(key, &body);
+    format!("{body}:{mac}")
+}
+
+/// A mark as stored: None when absent; Some(Err) when it does not verify.
+fn read_mark(
+    conn: &Connection,
+    sealer: &Sealer,
+    key: &str,
+) -> Result<Option<std::result::Result<(i64, String), ()>>> {
+    let v: Option<String> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(v.map(|v| {
+        let mut parts = v.splitn(3, ':');
+        let (Some(id), Some(hash), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(());
+        };
+        let id: i64 = id.parse().map_err(|_| ())?;
+        if sealer.mac(key, &format!("{id}:{hash}")) != mac {
+            return Err(());
+        }
+        Ok((id, hash.to_owned()))
+    }))
+}
+
+fn write_mark(conn: &Connection, sealer: &Sealer, key: &str, id: i64, hash: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)")?
+        .execute(params![key, mark(sealer, key, id, hash)])?;
+    Ok(())
+}
+
+/// Records the newest row as the head if no head is recorded yet (a store from before heads
+/// were kept: trusted as it is found, once).
+pub fn adopt_head(conn: &Connection, sealer: &Sealer) -> Result<()> {
+    if read_mark(conn, sealer, HEAD)?.is_some() {
+        return Ok(());
+    }
+    let last: Option<(i64, String)> = conn
+        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((id, hash)) = last {
+        write_mark(conn, sealer, HEAD, id, &hash)?;
+    }
+    Ok(())
+}
 
 /// What is recorded for one decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -71,21 +132,46 @@ fn row_hash(id: i64, time: i64, e: &Entry, prev: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Appends an entry (inside the caller's transaction).
-pub fn append(conn: &Connection, e: &Entry) -> Result<i64> {
+/// Appends an entry (inside the caller's transaction) and moves the head to it.
+pub fn append(conn: &Connection, sealer: &Sealer, e: &Entry) -> Result<i64> {
+    append_at(conn, sealer, e, now_ms())
+}
+
+fn append_at(conn: &Connection, sealer: &Sealer, e: &Entry, time: i64) -> Result<i64> {
     let last: Option<(i64, String)> = conn
         .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (id, prev) = match last {
         Some((id, h)) => (id + 1, h),
-        None => (1, GENESIS.to_owned()),
+        // Everything pruned: the chain goes on from the anchor.
+        None => match read_mark(conn, sealer, ANCHOR)? {
+            Some(Ok((id, h))) => (id + 1, h),
+            _ => (1, GENESIS.to_owned()),
+        },
     };
-    let time = now_ms();
     let hash = row_hash(id, time, e, &prev);
     conn.prepare_cached("INSERT INTO audit(id, time, uuid, account, app, cmd, op_types, ops_digest, decision, rule, reason, tx_id, prev_hash, hash)
          VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)")?.execute(params![id, time, e.uuid, e.account, e.app, e.cmd, e.op_types, e.ops_digest, e.decision, e.rule, e.reason, e.tx_id, prev, hash])?;
+    write_mark(conn, sealer, HEAD, id, &hash)?;
     Ok(id)
+}
+
+/// Deletes the rows older than `before` (ms), keeping the last deleted row's id and hash as
+/// the sealed anchor the chain then starts from. Returns how many rows went.
+pub fn prune(conn: &Connection, sealer: &Sealer, before: i64) -> Result<usize> {
+    let last: Option<(i64, String)> = conn
+        .prepare_cached("SELECT id, hash FROM audit WHERE time < ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([before], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((id, hash)) = last else {
+        return Ok(0);
+    };
+    let n = conn
+        .prepare_cached("DELETE FROM audit WHERE id <= ?1")?
+        .execute([id])?;
+    write_mark(conn, sealer, ANCHOR, id, &hash)?;
+    Ok(n)
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -142,14 +228,25 @@ pub enum Verdict {
     },
 }
 
-/// Re-hashes the whole chain: an edited row fails its own hash; an inserted or deleted row
-/// breaks the id sequence or the link to the previous hash.
-pub fn verify(conn: &Connection) -> Result<Verdict> {
+/// Re-hashes the whole chain from its start (the anchor after pruning): an edited row fails
+/// its own hash; an inserted or deleted row breaks the id sequence or the link to the previous
+/// hash; deleted newest rows leave the sealed head out of reach.
+pub fn verify(conn: &Connection, sealer: &Sealer) -> Result<Verdict> {
+    let (mut prev, first) = match read_mark(conn, sealer, ANCHOR)? {
+        None => (GENESIS.to_owned(), 1),
+        Some(Ok((id, hash))) => (hash, id + 1),
+        Some(Err(())) => {
+            return Ok(Verdict::Broken {
+                id: 0,
+                reason: "the anchor of the pruned chain was altered".into(),
+            });
+        }
+    };
     let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM audit ORDER BY id"))?;
     let rows = stmt.query_map([], read_row)?;
-    let mut prev = GENESIS.to_owned();
     let mut n = 0;
-    for (expected_id, row) in (1i64..).zip(rows) {
+    let mut last_id = first - 1;
+    for (expected_id, row) in (first..).zip(rows) {
         let row = row.map_err(StoreError::from)?;
         if row.id != expected_id {
             return Ok(Verdict::Broken {
@@ -167,7 +264,40 @@ pub fn verify(conn: &Connection) -> Result<Verdict> {
             });
         }
         prev = row.hash;
+        last_id = row.id;
         n += 1;
+    }
+    match read_mark(conn, sealer, HEAD)? {
+        None if n == 0 => {}
+        None => {
+            return Ok(Verdict::Broken {
+                id: last_id,
+                reason: "the chain's sealed head is missing (deleted)".into(),
+            });
+        }
+        Some(Err(())) => {
+            return Ok(Verdict::Broken {
+                id: last_id,
+                reason: "the chain's sealed head was altered".into(),
+            });
+        }
+        Some(Ok((id, hash))) => {
+            if id > last_id {
+                return Ok(Verdict::Broken {
+                    id: last_id + 1,
+                    reason: format!(
+                        "the newest rows ({} to {id}) were deleted: the sealed head is row {id}",
+                        last_id + 1
+                    ),
+                });
+            }
+            if id != last_id || hash != prev {
+                return Ok(Verdict::Broken {
+                    id: last_id,
+                    reason: "the newest row is not the sealed head (rows added or edited)".into(),
+                });
+            }
+        }
     }
     Ok(Verdict::Intact { rows: n })
 }
@@ -184,10 +314,15 @@ mod tests {
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(
-            "CREATE TABLE audit (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, uuid TEXT NOT NULL, account TEXT NOT NULL, app TEXT NOT NULL, cmd TEXT NOT NULL, op_types TEXT NOT NULL, ops_digest TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT NOT NULL, reason TEXT NOT NULL, tx_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE audit (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, uuid TEXT NOT NULL, account TEXT NOT NULL, app TEXT NOT NULL, cmd TEXT NOT NULL, op_types TEXT NOT NULL, ops_digest TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT NOT NULL, reason TEXT NOT NULL, tx_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
         )
         .unwrap();
         c
+    }
+
+    fn sealer() -> Sealer {
+        Sealer::new(has_crypto::SecretBytes::new(vec![5; 32]))
     }
 
     fn entry(i: u32) -> Entry {
@@ -203,30 +338,105 @@ mod tests {
         }
     }
 
+    fn broken(v: Verdict) -> (i64, String) {
+        match v {
+            Verdict::Broken { id, reason } => (id, reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn tampering_is_detected() {
-        let c = conn();
+        let (c, k) = (conn(), sealer());
         for i in 0..5 {
-            append(&c, &entry(i)).unwrap();
+            append(&c, &k, &entry(i)).unwrap();
         }
-        assert_eq!(verify(&c).unwrap(), Verdict::Intact { rows: 5 });
+        assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 5 });
         c.execute("UPDATE audit SET decision = 'deny' WHERE id = 3", [])
             .unwrap();
-        assert!(matches!(verify(&c).unwrap(), Verdict::Broken { id: 3, .. }));
+        assert_eq!(broken(verify(&c, &k).unwrap()).0, 3);
         c.execute("UPDATE audit SET decision = 'approve' WHERE id = 3", [])
             .unwrap();
         c.execute("DELETE FROM audit WHERE id = 2", []).unwrap();
-        assert!(matches!(verify(&c).unwrap(), Verdict::Broken { id: 3, .. }));
-        // Deleting the last row is only detectable against an external anchor; a deleted
-        // middle row and an inserted row are caught.
+        assert_eq!(broken(verify(&c, &k).unwrap()).0, 3);
+        // An inserted row is caught.
         let c = conn();
         for i in 0..3 {
-            append(&c, &entry(i)).unwrap();
+            append(&c, &k, &entry(i)).unwrap();
         }
         c.execute("INSERT INTO audit SELECT 10, time, uuid, account, app, cmd, op_types, ops_digest, decision, rule, reason, tx_id, prev_hash, hash FROM audit WHERE id = 3", []).unwrap();
-        assert!(matches!(
-            verify(&c).unwrap(),
-            Verdict::Broken { id: 10, .. }
-        ));
+        assert_eq!(broken(verify(&c, &k).unwrap()).0, 10);
+    }
+
+    #[test]
+    fn deleting_the_newest_rows_is_detected_by_the_sealed_head() {
+        let (c, k) = (conn(), sealer());
+        for i in 0..5 {
+            append(&c, &k, &entry(i)).unwrap();
+        }
+        c.execute("DELETE FROM audit WHERE id >= 4", []).unwrap();
+        let (id, reason) = broken(verify(&c, &k).unwrap());
+        assert_eq!(id, 4);
+        assert!(
+            reason.contains("newest rows (4 to 5) were deleted"),
+            "{reason}"
+        );
+        // Moving the head back needs the state key: a head written without it is refused.
+        let other = Sealer::new(has_crypto::SecretBytes::new(vec![6; 32]));
+        let last: String = c
+            .query_row("SELECT hash FROM audit WHERE id = 3", [], |r| r.get(0))
+            .unwrap();
+        write_mark(&c, &other, HEAD, 3, &last).unwrap();
+        assert!(
+            broken(verify(&c, &k).unwrap())
+                .1
+                .contains("head was altered")
+        );
+        // Deleting the head too is reported.
+        c.execute("DELETE FROM meta WHERE key = 'audit_head'", [])
+            .unwrap();
+        assert!(
+            broken(verify(&c, &k).unwrap())
+                .1
+                .contains("head is missing")
+        );
+        // adopt_head trusts what it finds once (a store from before heads were kept).
+        adopt_head(&c, &k).unwrap();
+        assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 3 });
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable_from_a_sealed_anchor() {
+        let (c, k) = (conn(), sealer());
+        for i in 0..6 {
+            append_at(&c, &k, &entry(i), 1000 + i64::from(i)).unwrap();
+        }
+        // Rows of times 1000..1003 go; 1004 and 1005 stay, linked to the anchor (row 4).
+        assert_eq!(prune(&c, &k, 1004).unwrap(), 4);
+        assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 2 });
+        assert_eq!(prune(&c, &k, 1004).unwrap(), 0, "nothing more is old");
+        // Deleting the first row after the anchor is still caught.
+        c.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
+        assert_eq!(broken(verify(&c, &k).unwrap()).0, 6);
+        // The chain goes on after pruning everything: ids continue from the anchor.
+        let (c, k) = (conn(), sealer());
+        for i in 0..3 {
+            append_at(&c, &k, &entry(i), 1000).unwrap();
+        }
+        assert_eq!(prune(&c, &k, i64::MAX).unwrap(), 3);
+        assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 0 });
+        append(&c, &k, &entry(9)).unwrap();
+        assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 1 });
+        let id: i64 = c
+            .query_row("SELECT id FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, 4, "ids go on from the anchor");
+        // An anchor written without the state key is refused.
+        c.execute(
+            "UPDATE meta SET value = '1:00:00' WHERE key = 'audit_anchor'",
+            [],
+        )
+        .unwrap();
+        assert!(broken(verify(&c, &k).unwrap()).1.contains("anchor"));
     }
 }

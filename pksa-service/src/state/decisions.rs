@@ -130,7 +130,7 @@ pub fn record(conn: &Connection, sealer: &Sealer, r: &Record, now: i64) -> Resul
             tx_id: r.tx_id.as_deref(),
         },
     )?;
-    audit::append(conn, &r.audit)?;
+    audit::append(conn, sealer, &r.audit)?;
     Ok(session_id)
 }
 

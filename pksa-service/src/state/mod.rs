@@ -87,6 +87,18 @@ pub enum StoreError {
     /// The authoritative state refuses what was decided.
     #[error("{0}")]
     Conflict(Conflict),
+    /// The state file exists but cannot be used as it is: empty, not a database, or failing
+    /// SQLite's integrity check. Refused rather than taken as new (sessions and the audit
+    /// would be silently gone) or served half broken.
+    #[error(
+        "{file}: {why}. Restore it from a backup (a copy made with sqlite3's .backup), or start with no sessions, answers or audit with --new-state (the damaged file is kept next to it as {file}.damaged-<time>)"
+    )]
+    Damaged {
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -99,9 +111,20 @@ impl From<rusqlite::Error> for StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 type Deliver = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
-/// A job: runs on the connection (None = the transaction could not begin) and returns
-/// whether it succeeded and how to deliver its result once the commit is known.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Deliver) + Send>;
+
+/// How a job ended.
+enum Ran {
+    /// It succeeded.
+    Ok,
+    /// The data said no (a [`Conflict`]): the store is fine.
+    Refused,
+    /// SQLite failed (a dropped table, a corrupt page, a full disk): the store is not.
+    Failed(String),
+}
+
+/// A job: runs on the connection (None = the transaction could not begin) and returns how it
+/// ended and how to deliver its result once the commit is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (Ran, Deliver) + Send>;
 
 /// Durability of commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +135,8 @@ pub enum Sync {
     Normal,
 }
 
-/// Whether the last commit succeeded (readiness without a write per probe).
+/// Whether the store works: the last write committed, and no statement failed since
+/// (readiness without a write per probe).
 #[derive(Debug, Default)]
 pub struct WriteHealth {
     failed: AtomicBool,
@@ -120,6 +144,15 @@ pub struct WriteHealth {
 }
 
 impl WriteHealth {
+    fn fail(&self, why: &str) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %why, "the state store failed: not ready");
+        }
+        if let Ok(mut m) = self.reason.lock() {
+            *m = why.to_owned();
+        }
+    }
+
     fn set(&self, r: &std::result::Result<(), String>) {
         match r {
             Ok(()) => {
@@ -127,12 +160,7 @@ impl WriteHealth {
                     tracing::info!("state store writable again");
                 }
             }
-            Err(e) => {
-                self.failed.store(true, Ordering::Relaxed);
-                if let Ok(mut m) = self.reason.lock() {
-                    *m = e.clone();
-                }
-            }
+            Err(e) => self.fail(e),
         }
     }
 
@@ -179,17 +207,31 @@ fn writer(
             continue;
         }
         let mut delivers = Vec::with_capacity(batch.len());
+        let (mut failure, before) = (None, conn.total_changes());
         for job in batch {
             let _ = run(&conn, "SAVEPOINT job");
-            let (ok, deliver) = job(Some(&conn));
-            if !ok {
-                let _ = run(&conn, "ROLLBACK TO job");
+            let (ran, deliver) = job(Some(&conn));
+            match ran {
+                Ran::Ok => {}
+                Ran::Refused => {
+                    let _ = run(&conn, "ROLLBACK TO job");
+                }
+                Ran::Failed(e) => {
+                    let _ = run(&conn, "ROLLBACK TO job");
+                    failure = Some(e);
+                }
             }
             let _ = run(&conn, "RELEASE job");
             delivers.push(deliver);
         }
+        let wrote = conn.total_changes() > before;
         let committed = run(&conn, "COMMIT").map_err(|e| e.to_string());
-        health.set(&committed);
+        match (&failure, &committed) {
+            (Some(e), _) => health.fail(e),
+            // A batch that only read proves nothing about writing.
+            (None, Ok(())) if !wrote => {}
+            (None, c) => health.set(c),
+        }
         drop(hold.take());
         if committed.is_err() {
             let _ = run(&conn, "ROLLBACK");
@@ -208,11 +250,36 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Refuses a state file that exists but is empty (SQLite would take it as a new database).
+fn inspect(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => Err(StoreError::Damaged {
+            file: path.display().to_string(),
+            why: "the state file is empty (0 bytes)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Store {
-    /// Opens (creating and migrating) the store at `path`.
+    /// Opens (creating and migrating) the store at `path`. An existing file that is empty,
+    /// not a database or failing SQLite's integrity check is refused
+    /// ([`StoreError::Damaged`]).
     pub fn open(path: &Path, sealer: Sealer, sync: Sync) -> Result<Self> {
-        let conn = schema::open_connection(path, sync)?;
+        inspect(path)?;
+        let damaged = |why: String| StoreError::Damaged {
+            file: path.display().to_string(),
+            why,
+        };
+        let conn = schema::open_connection(path, sync).map_err(|e| match e {
+            StoreError::Sql(m) if m.contains("not a database") || m.contains("malformed") => {
+                damaged(format!("it is not a readable SQLite database ({m})"))
+            }
+            other => other,
+        })?;
+        schema::integrity(&conn).map_err(damaged)?;
         schema::check_state_key(&conn, &sealer, path)?;
+        audit::adopt_head(&conn, &sealer)?;
         // Checkpoints run on a thread of their own (passive: they never block the writer), so
         // no commit, and no reply waiting for it, stalls while the WAL is copied back.
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
@@ -249,6 +316,34 @@ impl Store {
             path: path.to_path_buf(),
             health,
         })
+    }
+
+    /// [`Store::open`], or, when `new_state` and the file is damaged, moves it (and its WAL)
+    /// aside as `<file>.damaged-<ms>` and starts a new store. A good store is never replaced.
+    pub fn open_or_start_anew(
+        path: &Path,
+        sealer: Sealer,
+        sync: Sync,
+        new_state: bool,
+    ) -> Result<Self> {
+        match Store::open(path, sealer.clone(), sync) {
+            Err(StoreError::Damaged { file, why }) if new_state => {
+                let kept = format!("{file}.damaged-{}", now_ms());
+                for (from, to) in [
+                    (file.clone(), kept.clone()),
+                    (format!("{file}-wal"), format!("{kept}-wal")),
+                    (format!("{file}-shm"), format!("{kept}-shm")),
+                ] {
+                    if Path::new(&from).exists() {
+                        std::fs::rename(&from, &to)
+                            .map_err(|e| StoreError::Sql(format!("{from}: {e}")))?;
+                    }
+                }
+                tracing::warn!(file = %file, kept = %kept, why = %why, "--new-state: the damaged state file was moved aside; starting with no sessions, answers or audit");
+                Store::open(path, sealer, sync)
+            }
+            other => other,
+        }
     }
 
     /// The file.
@@ -296,7 +391,11 @@ impl Store {
                 Some(c) => f(c),
                 None => Err(StoreError::Sql("the transaction could not begin".into())),
             };
-            let ok = r.is_ok();
+            let ran = match &r {
+                Ok(_) => Ran::Ok,
+                Err(StoreError::Conflict(_)) => Ran::Refused,
+                Err(e) => Ran::Failed(e.to_string()),
+            };
             let deliver: Deliver = Box::new(move |committed| {
                 let out = match committed {
                     Ok(()) => r,
@@ -304,7 +403,7 @@ impl Store {
                 };
                 let _ = tx.send(out);
             });
-            (ok, deliver)
+            (ran, deliver)
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)
     }
@@ -594,6 +693,67 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, StoreError::Conflict(Conflict::KeyInUse)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_store_is_refused_and_replaced_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let sealer = || Sealer::new(SecretBytes::new(vec![7; 32]));
+        std::fs::write(&path, b"").unwrap();
+        let e = Store::open(&path, sealer(), Sync::Normal).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("empty (0 bytes)") && e.to_string().contains("--new-state"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+        let s = Store::open_or_start_anew(&path, sealer(), Sync::Normal, true).unwrap();
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("s.sqlite.damaged-")
+            })
+            .collect();
+        assert_eq!(kept.len(), 1, "the damaged file is kept aside");
+        // A good store is opened as it is, --new-state or not.
+        let (sl, key) = (s.sealer().clone(), AuthKey::generate());
+        s.call(move |c| insert(c, &sl, "alice", "app", &key))
+            .await
+            .unwrap();
+        drop(s);
+        let again = Store::open_or_start_anew(&path, sealer(), Sync::Normal, true).unwrap();
+        assert_eq!(live_with_keys(&again, "alice").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_failing_statements_not_probes() {
+        let (_d, s) = store();
+        assert_eq!(s.health().last_failure(), None);
+        // A refusal by the data is not a failure of the store.
+        let e = s
+            .call(|_| -> Result<()> { Err(StoreError::Conflict(Conflict::NonceUsed)) })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)));
+        assert_eq!(s.health().last_failure(), None);
+        // A dropped table makes every statement on it fail: not ready.
+        s.call(|c| Ok(c.execute_batch("DROP TABLE answers")?))
+            .await
+            .unwrap();
+        let r = s.call(|c| answers::find(c, "u", "h")).await;
+        assert!(r.is_err());
+        let why = s.health().last_failure().unwrap();
+        assert!(why.contains("answers"), "{why}");
+        // Reads succeeding do not hide it; a write that commits does.
+        s.call(data_version).await.unwrap();
+        assert!(s.health().last_failure().is_some());
+        s.call(|c| {
+            Ok(c.execute_batch("INSERT OR REPLACE INTO meta(key, value) VALUES ('x', 'y')")?)
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.health().last_failure(), None);
     }
 
     #[tokio::test]

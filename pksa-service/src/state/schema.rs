@@ -142,6 +142,17 @@ pub(super) fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
     Ok(conn)
 }
 
+/// SQLite's integrity check (first problem only): Err with what it reports.
+pub(super) fn integrity(conn: &Connection) -> std::result::Result<(), String> {
+    let first: rusqlite::Result<String> =
+        conn.query_row("PRAGMA integrity_check(1)", [], |r| r.get(0));
+    match first {
+        Ok(ok) if ok == "ok" => Ok(()),
+        Ok(problem) => Err(format!("it fails SQLite's integrity check ({problem})")),
+        Err(e) => Err(format!("it fails SQLite's integrity check ({e})")),
+    }
+}
+
 /// Records the state key's check value on first use; refuses a store written with another
 /// key (its sessions could not be read: every app would silently lose its session).
 pub(super) fn check_state_key(conn: &Connection, sealer: &Sealer, path: &Path) -> Result<()> {

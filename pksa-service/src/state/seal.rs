@@ -67,6 +67,19 @@ impl Sealer {
         hex::encode(h.finalize())
     }
 
+    /// HMAC-SHA256 of `data` under the state key, for `domain` (hex): marks that only the
+    /// keystore's holder can produce (the audit head).
+    pub fn mac(&self, domain: &str, data: &str) -> String {
+        use hmac::{KeyInit as _, Mac};
+        let Ok(mut m) = hmac::Hmac::<Sha256>::new_from_slice(self.key.expose_secret()) else {
+            return String::new();
+        };
+        m.update(domain.as_bytes());
+        m.update(&[0]);
+        m.update(data.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    }
+
     /// A keyed hash of an auth_key (its identity in the store).
     pub fn key_hash(&self, key: &AuthKey) -> String {
         let mut h = Sha256::new();

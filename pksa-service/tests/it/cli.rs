@@ -262,31 +262,107 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
     // Audit: empty chain verifies; a tampered row is named.
     let (ok, out, _) = run(dir.path(), &["audit", "verify"], None);
     assert!(ok && out.contains("intact: 0 rows"), "{out}");
-    {
-        let c = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
-        for i in 0..3 {
-            pksa_service::state::audit::append(
-                &c,
-                &pksa_service::state::audit::Entry {
-                    uuid: format!("u{i}"),
-                    account: "alice".into(),
-                    app: "bot".into(),
-                    cmd: "sign_req".into(),
-                    decision: "approve".into(),
-                    rule: "default".into(),
-                    reason: "ok".into(),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        }
-        let (ok, out, _) = run(dir.path(), &["audit", "list", "--account", "alice"], None);
-        assert!(ok && out.lines().count() == 3, "{out}");
-        c.execute("UPDATE audit SET decision = 'deny' WHERE id = 2", [])
-            .unwrap();
+    // Rows appended as the service does (with the keystore's state key to seal the head).
+    let ks = pksa_service::keystore::KeyStore::open(
+        &dir.path().join("keystore.age"),
+        &has_crypto::SecretString::from("cli-test-passphrase"),
+    )
+    .unwrap();
+    let sealer = pksa_service::state::Sealer::new(ks.state_key().clone());
+    let c = rusqlite::Connection::open(dir.path().join("state.sqlite")).unwrap();
+    for i in 0..4 {
+        pksa_service::state::audit::append(
+            &c,
+            &sealer,
+            &pksa_service::state::audit::Entry {
+                uuid: format!("u{i}"),
+                account: "alice".into(),
+                app: "bot".into(),
+                cmd: "sign_req".into(),
+                decision: "approve".into(),
+                rule: "default".into(),
+                reason: "ok".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     }
+    let (ok, out, _) = run(dir.path(), &["audit", "list", "--account", "alice"], None);
+    assert!(ok && out.lines().count() == 4, "{out}");
+    let (ok, out, _) = run(dir.path(), &["audit", "verify"], None);
+    assert!(ok && out.contains("intact: 4 rows"), "{out}");
+    // The newest row deleted: the chain still links, the sealed head says what is missing.
+    c.execute("DELETE FROM audit WHERE id = 4", []).unwrap();
+    let (ok, _, err) = run(dir.path(), &["audit", "verify"], None);
+    assert!(
+        !ok && err.contains("broken at row 4") && err.contains("newest rows (4 to 4) were deleted"),
+        "{err}"
+    );
+    c.execute("UPDATE audit SET decision = 'deny' WHERE id = 2", [])
+        .unwrap();
     let (ok, _, err) = run(dir.path(), &["audit", "verify"], None);
     assert!(!ok && err.contains("broken at row 2"), "{err}");
+}
+
+/// A state file that is empty, not a database, or damaged is refused at start with the file
+/// and the fix named; never silently taken as new.
+#[test]
+fn a_damaged_state_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let wif = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
+        .unwrap()
+        .to_wif();
+    assert!(
+        run(
+            dir.path(),
+            &["keys", "add", "--account", "alice", "--role", "posting"],
+            Some(&format!("{}\n", wif.expose_secret())),
+        )
+        .0
+    );
+    assert!(
+        run(
+            dir.path(),
+            &["session", "create", "--account", "alice", "--app", "bot"],
+            None
+        )
+        .0
+    );
+    let state = dir.path().join("state.sqlite");
+    // Checkpointed into the file, the WAL gone (as after a clean stop).
+    {
+        let c = rusqlite::Connection::open(&state).unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    }
+    for (what, bytes) in [
+        ("is empty (0 bytes)", Vec::new()),
+        (
+            "not a readable SQLite database",
+            b"this is not sqlite".repeat(300),
+        ),
+    ] {
+        let saved = std::fs::read(&state).unwrap();
+        std::fs::write(&state, &bytes).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("state.sqlite-wal"));
+        let (ok, _, err) = run(dir.path(), &["session", "list"], None);
+        assert!(
+            !ok && err.contains(what)
+                && err.contains("state.sqlite")
+                && err.contains("--new-state"),
+            "{what}: {err}"
+        );
+        std::fs::write(&state, saved).unwrap();
+    }
+    // A page of the sessions table overwritten: the integrity check fails.
+    let mut bytes = std::fs::read(&state).unwrap();
+    let page = 4096;
+    for b in bytes.iter_mut().skip(page * 2).take(page) {
+        *b = 0x5a;
+    }
+    std::fs::write(&state, &bytes).unwrap();
+    let (ok, _, err) = run(dir.path(), &["session", "list"], None);
+    assert!(!ok && err.contains("--new-state"), "{err}");
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub fn default_settings(secret: &AuthReqSecret) -> Settings {
         challenge_nonce_required: false,
         expiration: Duration::from_secs(60),
         log_payloads: false,
+        answer_retention: Duration::from_secs(86_400),
+        audit_retention: None,
         policy: PolicyConfig::default(),
     }
 }
@@ -120,6 +122,8 @@ pub async fn relay_on(
     c.timeout = timeout;
     c.frames_per_second = 100_000;
     c.max_pending_per_account = 100_000;
+    c.max_pending_per_socket = 100_000;
+    c.max_pending_per_ip = 100_000;
     has_relay::spawn(addr, c).await.unwrap()
 }
 

@@ -241,10 +241,11 @@ async fn policy_denies_active_by_default_and_allows_by_rule_with_persisted_spend
         .sign(&s2, vec![transfer("0.500 HIVE")], KeyType::Active, true)
         .await
         .unwrap();
+    let sealer = env2.svc.store.sealer().clone();
     let audit = env2
         .svc
         .store
-        .call(pksa_service::state::audit::verify)
+        .call(move |c| pksa_service::state::audit::verify(c, &sealer))
         .await
         .unwrap();
     assert!(matches!(

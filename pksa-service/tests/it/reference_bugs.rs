@@ -336,3 +336,87 @@ async fn stored_key_authentication_without_secret() {
     assert!(s.expire.0 as i64 <= exp);
     env.stop().await;
 }
+
+/// The next text frame within 10 s.
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str::<serde_json::Value>(t.as_str()).ok();
+                }
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A `register_req` the relay refuses (an error, no ack) is sent again with backoff until the
+/// account is registered: the service does not stay registered for nothing.
+#[tokio::test]
+async fn a_refused_registration_is_retried() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let alice = TestAccount::new("alice");
+    let svc = build_service(
+        dir.path(),
+        &alice,
+        &alice_keys(),
+        "http://127.0.0.1:9",
+        &url,
+        &[],
+        default_settings(&AuthReqSecret::new("e2e-secret-0123456789abcdef")),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(pksa_service::run(svc.clone(), None, rx));
+    let (s, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+    let server = has_crypto::PrivateKey::generate();
+    let text = |v: serde_json::Value| Message::Text(v.to_string().into());
+    ws.send(text(
+        json!({"cmd": "connected", "protocol": 1, "timeout": 60}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_text(&mut ws).await.unwrap()["cmd"], "key_req");
+    ws.send(text(
+        json!({"cmd": "key_ack", "key": server.public_key().to_string()}),
+    ))
+    .await
+    .unwrap();
+    let first = next_text(&mut ws).await.unwrap();
+    assert_eq!(first["cmd"], "register_req");
+    ws.send(text(
+        json!({"cmd": "error", "error": "register_req: cannot look up the accounts right now"}),
+    ))
+    .await
+    .unwrap();
+    // Sent again (with a fresh proof), then acknowledged.
+    let again = next_text(&mut ws).await.expect("register_req sent again");
+    assert_eq!(again["cmd"], "register_req");
+    assert_ne!(again["accounts"][0]["pok"], first["accounts"][0]["pok"]);
+    ws.send(text(json!({"cmd": "register_ack", "account": "alice"})))
+        .await
+        .unwrap();
+    let status = svc.servers[0].1.clone();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while status.registered.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("registered after the retry");
+    let _ = stop.send(true);
+}
