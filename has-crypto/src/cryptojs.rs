@@ -72,6 +72,77 @@ fn evp_bytes_to_key(passphrase: &[u8], salt: &[u8; 8]) -> KeyIv {
     KeyIv { key, iv }
 }
 
+/// The AES key alone (`EVP_BytesToKey`'s first 32 bytes: two MD5s instead of three).
+fn evp_key(passphrase: &[u8], salt: &[u8; 8]) -> Zeroizing<[u8; 32]> {
+    let d1: [u8; 16] = Md5::new()
+        .chain_update(passphrase)
+        .chain_update(salt)
+        .finalize()
+        .into();
+    let d2: [u8; 16] = Md5::new()
+        .chain_update(d1)
+        .chain_update(passphrase)
+        .chain_update(salt)
+        .finalize()
+        .into();
+    let mut key = Zeroizing::new([0u8; 32]);
+    let (a, b) = key.split_at_mut(16);
+    a.copy_from_slice(&d1);
+    b.copy_from_slice(&d2);
+    key
+}
+
+/// A ciphertext decoded once, to try against many passphrases (trial decryption over an
+/// account's sessions). [`Parsed::decrypt`] first checks, with the key alone and one AES
+/// block, that the last block's padding is valid (a wrong passphrase fails there 255 times in
+/// 256) before deriving the IV and decrypting the whole body: trying a passphrase costs the
+/// same for a 300 KB ciphertext as for a short one.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    salt: [u8; 8],
+    body: Vec<u8>,
+}
+
+/// Decodes a ciphertext once (base64, header, salt, whole blocks). Any failure is
+/// [`Error::Decrypt`].
+pub fn parse(ciphertext: &str) -> Result<Parsed> {
+    let raw = B64_IN.decode(ciphertext).map_err(|_| Error::Decrypt)?;
+    if raw.get(..8) != Some(HEADER.as_slice()) {
+        return Err(Error::Decrypt);
+    }
+    let salt: [u8; 8] = raw
+        .get(8..16)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(Error::Decrypt)?;
+    let body = raw.get(16..).ok_or(Error::Decrypt)?.to_vec();
+    if body.is_empty() || !body.len().is_multiple_of(16) {
+        return Err(Error::Decrypt);
+    }
+    Ok(Parsed { salt, body })
+}
+
+impl Parsed {
+    /// Decrypts strictly with `passphrase` (as [`decrypt`]); wrong passphrases are mostly
+    /// turned away after one AES block.
+    pub fn decrypt(&self, passphrase: &str) -> Result<SecretString> {
+        let n = self.body.len();
+        if n >= 32 {
+            let key = evp_key(passphrase.as_bytes(), &self.salt);
+            let prev: [u8; 16] = self
+                .body
+                .get(n - 32..n - 16)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Error::Decrypt)?;
+            let last = self.body.get(n - 16..).ok_or(Error::Decrypt)?;
+            aes_cbc::decrypt(&key, &prev, last).map(Zeroizing::new)?;
+        }
+        let kiv = evp_bytes_to_key(passphrase.as_bytes(), &self.salt);
+        let bytes = Zeroizing::new(aes_cbc::decrypt(&kiv.key, &kiv.iv, &self.body)?);
+        let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Decrypt)?;
+        Ok(SecretString::new(text))
+    }
+}
+
 /// Encrypts `plaintext` with a fresh random salt from the system CSPRNG.
 pub fn encrypt(plaintext: &str, passphrase: &str) -> String {
     encrypt_with_rng(plaintext, passphrase, &mut rand::rng())
@@ -104,6 +175,42 @@ pub fn decrypt(ciphertext: &str, passphrase: &str) -> Result<SecretString> {
     let bytes = decrypt_bytes(ciphertext, passphrase)?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Decrypt)?;
     Ok(SecretString::new(text))
+}
+
+#[cfg(test)]
+mod parsed_tests {
+    use super::*;
+
+    #[test]
+    fn parsed_decrypts_like_decrypt_and_refuses_what_it_refuses() {
+        let key = "03f63469-5a35-47cb-a6b4-e8c4d3144cf9";
+        for text in [
+            "",
+            "x",
+            &"0123456789abcdef".repeat(3),
+            &"long text ".repeat(1000),
+        ] {
+            let ct = encrypt(text, key);
+            let p = parse(&ct).unwrap();
+            assert_eq!(p.decrypt(key).unwrap().expose_secret(), text);
+            assert_eq!(
+                decrypt(&ct, key).unwrap().expose_secret(),
+                p.decrypt(key).unwrap().expose_secret()
+            );
+            // A wrong passphrase is refused, never a garbage plaintext.
+            for i in 0..300 {
+                assert!(p.decrypt(&format!("wrong-{i}")).is_err());
+            }
+        }
+        for bad in [
+            "",
+            "not base64!",
+            "U2FsdGVkX18=",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// The salt of a well-formed ciphertext (base64, header, at least one block), if any.

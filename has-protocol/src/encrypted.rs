@@ -94,6 +94,38 @@ impl<T: Payload> Encrypted<T> {
     }
 }
 
+/// A payload ciphertext decoded once, to try against many session keys (see
+/// [`cryptojs::Parsed`]).
+#[derive(Debug, Clone)]
+pub struct Prepared<T> {
+    parsed: cryptojs::Parsed,
+    _payload: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> Encrypted<T> {
+    /// Decodes the ciphertext once; Err([`PayloadError::Decrypt`]) when it is not a
+    /// well-formed CryptoJS ciphertext (no key can decrypt it).
+    pub fn prepare(&self) -> Result<Prepared<T>, PayloadError> {
+        cryptojs::parse(&self.ciphertext)
+            .map(|parsed| Prepared {
+                parsed,
+                _payload: PhantomData,
+            })
+            .map_err(|_| PayloadError::Decrypt)
+    }
+}
+
+impl<T: Payload> Prepared<T> {
+    /// As [`Encrypted::decrypt`], without decoding the ciphertext again.
+    pub fn decrypt(&self, key: &impl Passphrase) -> Result<T, PayloadError> {
+        let plain = self
+            .parsed
+            .decrypt(key.passphrase())
+            .map_err(|_| PayloadError::Decrypt)?;
+        T::from_plaintext(plain.expose_secret())
+    }
+}
+
 impl<T> Serialize for Encrypted<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.ciphertext)

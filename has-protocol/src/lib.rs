@@ -44,7 +44,7 @@ pub mod payloads;
 mod types;
 pub mod validate;
 
-pub use encrypted::{Encrypted, Payload};
+pub use encrypted::{Encrypted, Payload, Prepared};
 pub use error::{FrameError, PayloadError, ValidationFailure};
 pub use messages::{AppToRelay, PksaToRelay, RelayToApp, RelayToPksa};
 pub use types::{

@@ -195,9 +195,22 @@ fn move_to_front(sessions: &mut [CachedSession], i: usize) {
 }
 
 /// The cache, per account.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sessions {
     accounts: Mutex<HashMap<String, CachedAccount>>,
+    /// Full trial decryptions (over every session of an account) run two at a time: a flood
+    /// of requests nobody can decrypt cannot take every core (those found among the first
+    /// sessions, in the connection task, do not wait for it).
+    trials: tokio::sync::Semaphore,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            accounts: Mutex::default(),
+            trials: tokio::sync::Semaphore::new(2),
+        }
+    }
 }
 
 impl Sessions {
@@ -205,28 +218,41 @@ impl Sessions {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Trial decryption over the cached sessions of an account, most recently used first; a
-    /// match moves to the front. None when the account's sessions are not loaded yet.
+    /// Trial decryption over the first `limit` cached sessions of an account, most recently
+    /// used first; a match moves to the front. None when the account's sessions are not
+    /// loaded yet. The ciphertext is decoded once and each key costs two MD5s and one AES
+    /// block unless it is the right one; the keys are tried outside the cache's lock.
     pub(crate) fn find<T: Payload>(
         &self,
         account: &str,
         data: &Encrypted<T>,
+        limit: usize,
     ) -> Option<Resolved<T>> {
-        let mut cache = self.lock();
-        let entry = cache.get_mut(account).filter(|c| c.loaded.is_some())?;
-        for i in 0..entry.sessions.len() {
-            let Some(s) = entry.sessions.get(i) else {
-                break;
-            };
-            match data.decrypt(&s.key) {
+        let candidates: Vec<CachedSession> = {
+            let cache = self.lock();
+            let entry = cache.get(account).filter(|c| c.loaded.is_some())?;
+            entry.sessions.iter().take(limit).cloned().collect()
+        };
+        let Ok(prepared) = data.prepare() else {
+            return Some(Resolved::NotOurs);
+        };
+        for s in candidates {
+            match prepared.decrypt(&s.key) {
                 Ok(payload) => {
-                    move_to_front(&mut entry.sessions, i);
-                    let session = entry.sessions.first()?.clone();
-                    return Some(Resolved::Found { session, payload });
+                    let mut cache = self.lock();
+                    if let Some(entry) = cache.get_mut(account)
+                        && let Some(i) = entry.sessions.iter().position(|x| x.id == s.id)
+                    {
+                        move_to_front(&mut entry.sessions, i);
+                    }
+                    return Some(Resolved::Found {
+                        session: s,
+                        payload,
+                    });
                 }
                 Err(PayloadError::Invalid(message)) => {
                     return Some(Resolved::Invalid {
-                        session: s.clone(),
+                        session: s,
                         message,
                     });
                 }
@@ -255,9 +281,10 @@ impl Sessions {
         account: &str,
         data: &Encrypted<T>,
     ) -> Resolved<T> {
+        let _trial = self.trials.acquire().await;
         for refresh in [false, true] {
             self.ensure(store, account, refresh).await;
-            match self.find(account, data) {
+            match self.find(account, data, usize::MAX) {
                 Some(Resolved::NotOurs) | None => continue,
                 Some(found) => return found,
             }

@@ -43,6 +43,11 @@ pub(crate) mod execute;
 pub(crate) mod reply;
 pub(crate) mod sign;
 
+/// Sessions tried in arrival order by the connection task (an app's session is at the front
+/// of its account's list once it has been used): a request that none of them decrypts is
+/// resolved by its own task, over all the account's sessions, off the connection task.
+pub(crate) const PREFLIGHT_TRIALS: usize = 64;
+
 /// A nonce further ahead of the service's clock than this is refused: it could only come
 /// from a broken clock, and accepting it would lock the session until the clock gets there.
 pub const MAX_NONCE_AHEAD_MS: i64 = 10 * 60 * 1000;
@@ -540,7 +545,9 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
     }
     match &req.frame {
         RelayToPksa::SignReq(r) => {
-            let found = core.sessions.find(&req.account, &r.data)?;
+            let found = core
+                .sessions
+                .find(&req.account, &r.data, PREFLIGHT_TRIALS)?;
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
@@ -548,7 +555,9 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
             Some(Preflight::Sign(found, n))
         }
         RelayToPksa::ChallengeReq(r) => {
-            let found = core.sessions.find(&req.account, &r.data)?;
+            let found = core
+                .sessions
+                .find(&req.account, &r.data, PREFLIGHT_TRIALS)?;
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
