@@ -1,5 +1,7 @@
-//! CryptoJS decrypt: never panics, and whatever decrypts is exactly the encryption of its
-//! plaintext under the same salt (so nothing but crypto-js output is ever accepted).
+//! CryptoJS decrypt: never panics, whatever decrypts is exactly the encryption of its
+//! plaintext under the same salt (so nothing but crypto-js output is ever accepted), and the
+//! parse-once path used for trial decryption (`parse` + `Parsed::decrypt`, which turns wrong
+//! keys away on the last block) agrees with `decrypt` on every input.
 #![no_main]
 
 use base64::Engine as _;
@@ -7,7 +9,13 @@ use has_crypto::cryptojs;
 use libfuzzer_sys::fuzz_target;
 
 fn check(ciphertext: &str, passphrase: &str) {
-    if let Ok(plain) = cryptojs::decrypt(ciphertext, passphrase) {
+    let parsed = cryptojs::parse(ciphertext).and_then(|p| p.decrypt(passphrase));
+    let direct = cryptojs::decrypt(ciphertext, passphrase);
+    assert_eq!(
+        parsed.as_ref().map(|p| p.expose_secret().to_owned()).ok(),
+        direct.as_ref().map(|p| p.expose_secret().to_owned()).ok()
+    );
+    if let Ok(plain) = direct {
         let salt = cryptojs::salt_of(ciphertext).expect("accepted ciphertext has a salt");
         let again = cryptojs::encrypt_with_salt(plain.expose_secret(), passphrase, &salt);
         let engine = base64::engine::GeneralPurpose::new(
