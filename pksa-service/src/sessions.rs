@@ -40,8 +40,8 @@ pub(crate) struct Entry {
     pub(crate) app: Arc<str>,
     expire: AtomicI64,
     revoked: AtomicBool,
-    /// Highest nonce reserved so far.
-    last_nonce: AtomicI64,
+    /// Nonces reserved so far.
+    nonces: Mutex<Reserved>,
 }
 
 impl std::ops::Deref for CachedSession {
@@ -83,7 +83,11 @@ impl CachedSession {
             app,
             expire: AtomicI64::new(row.expire),
             revoked: AtomicBool::new(row.revoked),
-            last_nonce: AtomicI64::new(row.last_nonce),
+            nonces: Mutex::new(Reserved {
+                floor: row.last_nonce,
+                max: row.last_nonce,
+                recent: Vec::new(),
+            }),
         }))
     }
 
@@ -98,33 +102,39 @@ impl CachedSession {
         }
     }
 
-    /// Reserves `nonce` if it is greater than every nonce reserved so far (requests of one
-    /// session are accepted in the order they arrive).
-    pub(crate) fn reserve(&self, nonce: i64) -> bool {
-        let mut cur = self.last_nonce.load(Ordering::SeqCst);
-        loop {
-            if nonce <= cur {
-                return false;
-            }
-            match self
-                .last_nonce
-                .compare_exchange(cur, nonce, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
+    fn nonces(&self) -> std::sync::MutexGuard<'_, Reserved> {
+        self.nonces.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Gives back the reservation of `nonce` if nothing was reserved since: the request it
-    /// was reserved for will not be decided (its request id was a reused one).
+    /// Reserves `nonce` for a request. `in_order` (the request was matched in the order
+    /// requests arrive): only a nonce greater than every nonce reserved so far, so an app's
+    /// requests are accepted in the order it sent them. Otherwise (the request was matched in
+    /// its own task, after a full trial decryption, possibly after later ones): any nonce not
+    /// reserved yet, above the session's floor and not older than its last 128, the rule the
+    /// store applies (`state::sessions::accept_nonce`). Either way no nonce is reserved twice.
+    pub(crate) fn reserve(&self, nonce: i64, in_order: bool) -> bool {
+        let mut r = self.nonces();
+        if in_order && nonce <= r.max {
+            return false;
+        }
+        let Reserved { floor, recent, .. } = &mut *r;
+        if !state::sessions::accept_nonce(floor, recent, nonce) {
+            return false;
+        }
+        r.max = r.max.max(nonce);
+        true
+    }
+
+    /// Gives back the reservation of `nonce`: the request it was reserved for will not be
+    /// decided (its request id was a reused one).
     pub(crate) fn release(&self, nonce: i64) {
-        let _ = self.last_nonce.compare_exchange(
-            nonce,
-            nonce.saturating_sub(1),
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let mut r = self.nonces();
+        if let Ok(i) = r.recent.binary_search(&nonce) {
+            r.recent.remove(i);
+            if r.max == nonce {
+                r.max = r.recent.last().copied().unwrap_or(r.floor);
+            }
+        }
     }
 
     /// The store said the session ended: later requests are refused without work.
@@ -135,8 +145,18 @@ impl CachedSession {
     fn refresh_from(&self, row: &state::SessionRow) {
         self.expire.store(row.expire, Ordering::Relaxed);
         self.revoked.store(row.revoked, Ordering::Relaxed);
-        self.last_nonce.fetch_max(row.last_nonce, Ordering::SeqCst);
+        let mut r = self.nonces();
+        r.max = r.max.max(row.last_nonce);
     }
+}
+
+/// The nonces of a session reserved in this process: a floor (the store's last nonce when
+/// loaded, and those older than the window) and the last ones reserved.
+#[derive(Debug)]
+struct Reserved {
+    floor: i64,
+    max: i64,
+    recent: Vec<i64>,
 }
 
 /// Which session a request belongs to.

@@ -500,8 +500,14 @@ pub(crate) enum NonceCheck {
 }
 
 impl NonceCheck {
-    /// Checks `nonce` against the clock and reserves it in `session`.
-    pub(crate) fn reserve(session: &CachedSession, nonce: Option<u64>, now: i64) -> NonceCheck {
+    /// Checks `nonce` against the clock and reserves it in `session` (`in_order`: see
+    /// [`CachedSession::reserve`]).
+    pub(crate) fn reserve(
+        session: &CachedSession,
+        nonce: Option<u64>,
+        now: i64,
+        in_order: bool,
+    ) -> NonceCheck {
         let Some(n) = nonce else {
             return NonceCheck::Absent;
         };
@@ -509,7 +515,7 @@ impl NonceCheck {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         if n > now.saturating_add(MAX_NONCE_AHEAD_MS) {
             NonceCheck::Ahead(n)
-        } else if session.reserve(n) {
+        } else if session.reserve(n, in_order) {
             NonceCheck::Reserved(n)
         } else {
             NonceCheck::Used(n)
@@ -528,9 +534,16 @@ impl NonceCheck {
     }
 }
 
-fn found_nonce<T>(r: &Resolved<T>, nonce: impl Fn(&T) -> Option<u64>, now: i64) -> NonceCheck {
+fn found_nonce<T>(
+    r: &Resolved<T>,
+    nonce: impl Fn(&T) -> Option<u64>,
+    now: i64,
+    in_order: bool,
+) -> NonceCheck {
     match r {
-        Resolved::Found { session, payload } => NonceCheck::reserve(session, nonce(payload), now),
+        Resolved::Found { session, payload } => {
+            NonceCheck::reserve(session, nonce(payload), now, in_order)
+        }
         _ => NonceCheck::Absent,
     }
 }
@@ -551,7 +564,7 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
-            let n = found_nonce(&found, |p| p.nonce.map(|n| n.0), now);
+            let n = found_nonce(&found, |p| p.nonce.map(|n| n.0), now, true);
             Some(Preflight::Sign(found, n))
         }
         RelayToPksa::ChallengeReq(r) => {
@@ -561,7 +574,7 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
-            let n = found_nonce(&found, |p| p.nonce.map(|n| n.0), now);
+            let n = found_nonce(&found, |p| p.nonce.map(|n| n.0), now, true);
             Some(Preflight::Challenge(found, n))
         }
         _ => None,
@@ -581,7 +594,8 @@ pub(crate) async fn resolve<T: has_protocol::Payload>(
         return p;
     }
     let found = core.sessions.resolve(&core.store, account, data).await;
-    let n = found_nonce(&found, nonce, crate::state::now_ms());
+    // Matched in the request's own task: possibly after later requests of the same app.
+    let n = found_nonce(&found, nonce, crate::state::now_ms(), false);
     (found, n)
 }
 
