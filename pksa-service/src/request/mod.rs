@@ -729,28 +729,27 @@ mod tests {
         };
         let s = CachedSession::for_test(&row);
         let now = 1_000_000;
+        let r = |n: u64, in_order: bool| NonceCheck::reserve(&s, Some(n), now, in_order);
+        assert_eq!(r(100, true), NonceCheck::Used(100));
+        assert_eq!(r(200, true), NonceCheck::Reserved(200));
         assert_eq!(
-            NonceCheck::reserve(&s, Some(100), now),
-            NonceCheck::Used(100)
-        );
-        assert_eq!(
-            NonceCheck::reserve(&s, Some(200), now),
-            NonceCheck::Reserved(200)
-        );
-        assert_eq!(
-            NonceCheck::reserve(&s, Some(150), now),
-            NonceCheck::Used(150)
+            r(150, true),
+            NonceCheck::Used(150),
+            "in order: older than the last"
         );
         let far = (now + MAX_NONCE_AHEAD_MS + 1) as u64;
-        assert_eq!(
-            NonceCheck::reserve(&s, Some(far), now),
-            NonceCheck::Ahead(far as i64)
-        );
+        assert_eq!(r(far, true), NonceCheck::Ahead(far as i64));
         // A refused far nonce does not lock the session.
-        assert_eq!(
-            NonceCheck::reserve(&s, Some(300), now),
-            NonceCheck::Reserved(300)
-        );
+        assert_eq!(r(300, true), NonceCheck::Reserved(300));
+        // Out of order (matched in its own task): an unused nonce is fine, a used one not,
+        // nor one at or below the store's last when loaded.
+        assert_eq!(r(150, false), NonceCheck::Reserved(150));
+        assert_eq!(r(150, false), NonceCheck::Used(150));
+        assert_eq!(r(300, false), NonceCheck::Used(300));
+        assert_eq!(r(100, false), NonceCheck::Used(100));
+        // A released reservation can be made again (a request id that was reused).
+        s.release(300);
+        assert_eq!(r(300, true), NonceCheck::Reserved(300));
         assert_eq!(NonceCheck::Absent.accept(true), Err(Refusal::NonceRequired));
         assert_eq!(NonceCheck::Absent.accept(false), Ok(None));
         assert_eq!(NonceCheck::Used(5).accept(false), Err(Refusal::Replay(5)));
