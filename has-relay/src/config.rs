@@ -33,7 +33,8 @@ pub struct RelayConfig {
     /// service-mode apps such as bots send many requests over one socket).
     pub frames_per_second: u32,
     /// Pending (unanswered) requests per account. When full, the oldest request of the
-    /// connection holding the most gives way to a connection holding fewer (fair share).
+    /// address (then connection) holding the most stops counting here, to make room for one
+    /// holding fewer (fair share; it stays routable).
     pub max_pending_per_account: usize,
     /// Pending requests per connection.
     pub max_pending_per_socket: usize,
@@ -66,7 +67,7 @@ impl RelayConfig {
             frames_per_second: 500,
             max_pending_per_account: 256,
             max_pending_per_socket: 64,
-            max_pending_per_ip: 256,
+            max_pending_per_ip: 128,
             allow_replies_without_pok: false,
             pok_time_window: Duration::from_secs(10),
             key_file,

@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::Ctx;
 use crate::hub::{Outbound, ReplyRejection, SocketId};
 
+/// How long one frame may take to leave before the socket is given up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A token bucket: `rate` tokens per second, at most `burst`.
 struct Bucket {
     tokens: f64,
@@ -399,8 +402,15 @@ pub(crate) async fn serve_socket(
             },
             out = rx.recv() => match out {
                 Some(Outbound::Text(t)) => {
-                    if sink.send(Message::Text(t.into())).await.is_err() {
-                        break;
+                    // A peer that stops reading with its buffers full must not hold this task
+                    // (and its connection slot) for ever.
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(t.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            ctx.hub.metrics.count("socket", "send_timeout");
+                            break;
+                        }
                     }
                 }
                 Some(Outbound::Close) | None => {
@@ -415,7 +425,10 @@ pub(crate) async fn serve_socket(
                     let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Away, reason: "heartbeat timeout".into() }))).await;
                     break;
                 }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if !matches!(
+                    tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Vec::new().into()))).await,
+                    Ok(Ok(()))
+                ) {
                     break;
                 }
             }

@@ -49,6 +49,9 @@ struct Request {
     /// The socket and address that made it (for the pending caps; `app_socket` may change
     /// with `attach_req`).
     origin: (SocketId, IpAddr),
+    /// Counted in its account's pending requests (a request that gave way to another
+    /// connection's stays routable but no longer counts there).
+    counted: bool,
     expire: UnixMillis,
     created: Instant,
     answer: Option<String>,
@@ -91,33 +94,71 @@ fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
 }
 
 impl State {
-    /// A request stops being pending (answered, expired or dropped).
-    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr)) {
-        decrement(&mut self.pending, &account.to_owned());
+    /// A request stops being pending (answered or expired).
+    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr), counted: bool) {
+        if counted {
+            decrement(&mut self.pending, &account.to_owned());
+        }
         decrement(&mut self.pending_by_socket, &origin.0);
         decrement(&mut self.pending_by_ip, &origin.1);
         self.pending_total = self.pending_total.saturating_sub(1);
     }
 
-    /// The oldest pending request of `account` made by the socket with the most pending
-    /// requests for it, if that socket has more than `than` of them.
-    fn heaviest_oldest(&mut self, account: &str, than: usize) -> Option<RequestId> {
+    /// For a full account: the oldest counted request of the address (then, within an
+    /// address, the connection) holding the most of the account's counted requests, if that
+    /// holds more than the newcomer's `(ip, socket)` does.
+    fn heaviest_oldest(
+        &mut self,
+        account: &str,
+        ip: IpAddr,
+        socket: SocketId,
+    ) -> Option<RequestId> {
         let requests = &self.requests;
         let q = self.queue.get_mut(account)?;
         q.retain(|u| requests.get(u).is_some_and(|r| r.answer.is_none()));
-        let mut per_socket: HashMap<SocketId, usize> = HashMap::new();
-        for u in q.iter() {
-            if let Some(r) = requests.get(u) {
-                *per_socket.entry(r.origin.0).or_default() += 1;
-            }
+        let counted = || {
+            q.iter()
+                .filter_map(|u| requests.get(u).map(|r| (u, r)))
+                .filter(|(_, r)| r.counted)
+        };
+        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+        let mut by_socket: HashMap<SocketId, usize> = HashMap::new();
+        for (_, r) in counted() {
+            *by_ip.entry(r.origin.1).or_default() += 1;
+            *by_socket.entry(r.origin.0).or_default() += 1;
         }
-        let (socket, n) = per_socket.into_iter().max_by_key(|(_, n)| *n)?;
-        if n <= than {
+        let (heavy_ip, n) = by_ip
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(i, n)| (*i, *n))?;
+        let mine_ip = by_ip.get(&ip).copied().unwrap_or(0);
+        if heavy_ip != ip {
+            if n <= mine_ip + 1 {
+                return None;
+            }
+            // The heaviest address's busiest connection gives way.
+            let (heavy_socket, _) = by_socket
+                .iter()
+                .filter(|(s, _)| counted().any(|(_, r)| r.origin == (**s, heavy_ip)))
+                .max_by_key(|(_, n)| **n)?;
+            let heavy_socket = *heavy_socket;
+            return counted()
+                .find(|(_, r)| r.origin.0 == heavy_socket)
+                .map(|(u, _)| u.clone());
+        }
+        // Same address (or the heaviest is this address): fair share between its connections.
+        let mine = by_socket.get(&socket).copied().unwrap_or(0);
+        let (heavy_socket, m) = by_socket
+            .iter()
+            .filter(|(s, _)| counted().any(|(_, r)| r.origin == (**s, ip)))
+            .max_by_key(|(_, n)| **n)
+            .map(|(s, n)| (*s, *n))?;
+        if m <= mine + 1 {
             return None;
         }
-        q.iter()
-            .find(|u| requests.get(*u).is_some_and(|r| r.origin.0 == socket))
-            .cloned()
+        counted()
+            .find(|(_, r)| r.origin.0 == heavy_socket)
+            .map(|(u, _)| u.clone())
     }
 }
 
@@ -353,21 +394,8 @@ impl Hub {
             ));
         }
         if st.pending.get(account.as_str()).copied().unwrap_or(0) >= self.limits.per_account {
-            let mine = st
-                .queue
-                .get(account.as_str())
-                .map(|q| {
-                    q.iter()
-                        .filter(|u| {
-                            st.requests
-                                .get(*u)
-                                .is_some_and(|r| r.answer.is_none() && r.origin.0 == from)
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
-            match st.heaviest_oldest(account.as_str(), mine + 1) {
-                Some(old) => self.drop_request(&mut st, &old, &account),
+            match st.heaviest_oldest(account.as_str(), ip, from) {
+                Some(old) => self.give_way(&mut st, &old),
                 None => {
                     self.metrics.count(cmd, "refused_account_limit");
                     return Err(format!(
@@ -401,6 +429,7 @@ impl Hub {
                 answer: None,
                 delivered_to: delivered,
                 origin: (from, ip),
+                counted: true,
             },
         );
         st.queue
@@ -417,25 +446,23 @@ impl Hub {
         Ok(wait)
     }
 
-    /// Drops a pending request to make room (fair share): its app is told, a later reply to
-    /// it is an unknown request.
-    fn drop_request(&self, st: &mut State, uuid: &RequestId, account: &AccountName) {
-        let Some(r) = st.requests.remove(uuid) else {
+    /// A pending request stops counting in its account's pending requests, to make room for
+    /// a connection holding fewer (fair share). It is not dropped: it may already be with a
+    /// PKSA, which may still sign it, and its app still gets the answer (telling the app it
+    /// was dropped could make it send, and sign, the same thing twice). Its connection and
+    /// address caps still count it.
+    fn give_way(&self, st: &mut State, uuid: &RequestId) {
+        let Some(r) = st.requests.get_mut(uuid) else {
             return;
         };
-        st.pending_done(&r.account, r.origin);
-        self.metrics
-            .count(family_cmd(r.family), "dropped_fair_share");
-        if let Some(app) = r.app_socket
-            && let Ok(t) = frame::encode(&RelayToApp::Error(ErrorMsg {
-                error: format!(
-                    "{} {uuid} dropped: {account} has too many pending requests and this connection holds the most",
-                    family_cmd(r.family)
-                ),
-            }))
-        {
-            Self::send(st, app, t);
+        if !r.counted {
+            return;
         }
+        r.counted = false;
+        let (account, family) = (r.account.clone(), r.family);
+        decrement(&mut st.pending, &account);
+        self.metrics
+            .count(family_cmd(family), "gave_way_fair_share");
     }
 
     /// Registers `socket` for `account` (its keys already verified) and delivers the
@@ -555,8 +582,10 @@ impl Hub {
         }
         r.answer = Some(text.clone());
         self.metrics.observe_latency(r.created.elapsed());
-        let (app, origin) = (r.app_socket, r.origin);
-        st.pending_done(&account, origin);
+        let (app, origin, counted) = (r.app_socket, r.origin, r.counted);
+        // Answered: what PKSAs were sent is no longer needed (only the answer is kept).
+        r.relayed = String::new();
+        st.pending_done(&account, origin, counted);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
@@ -606,7 +635,7 @@ impl Hub {
             if let Some(r) = st.requests.remove(uuid)
                 && r.answer.is_none()
             {
-                st.pending_done(&r.account, r.origin);
+                st.pending_done(&r.account, r.origin, r.counted);
             }
         }
         let mut queue = std::mem::take(&mut st.queue);

@@ -302,14 +302,24 @@ impl Sessions {
         data: &Encrypted<T>,
     ) -> Resolved<T> {
         let _trial = self.trials.acquire().await;
-        for refresh in [false, true] {
-            self.ensure(store, account, refresh).await;
-            match self.find(account, data, usize::MAX) {
-                Some(Resolved::NotOurs) | None => continue,
-                Some(found) => return found,
-            }
+        self.ensure(store, account, false).await;
+        let before = self.loaded_at(account);
+        if let Some(found) = self.find(account, data, usize::MAX)
+            && !matches!(found, Resolved::NotOurs)
+        {
+            return found;
         }
-        Resolved::NotOurs
+        // Not found: once more only if the store changed and the sessions were reloaded.
+        self.ensure(store, account, true).await;
+        if self.loaded_at(account) == before {
+            return Resolved::NotOurs;
+        }
+        self.find(account, data, usize::MAX)
+            .unwrap_or(Resolved::NotOurs)
+    }
+
+    fn loaded_at(&self, account: &str) -> Option<Instant> {
+        self.lock().get(account).and_then(|c| c.loaded)
     }
 
     /// Makes sure an account's sessions are loaded; with `refresh`, reloads them if another
@@ -361,13 +371,18 @@ impl Sessions {
         };
         let mut cache = self.lock();
         let mut fresh = CachedAccount::default();
-        let old: HashMap<i64, CachedSession> = cache
+        let old_order: Vec<CachedSession> = cache
             .remove(account)
             .map(|c| c.sessions)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| (s.id, s))
+            .unwrap_or_default();
+        // Sessions known before keep their place (most recently used first): a reload must not
+        // push an active app out of the sessions the connection task tries in arrival order.
+        let rank: HashMap<i64, usize> = old_order
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id, i))
             .collect();
+        let old: HashMap<i64, CachedSession> = old_order.into_iter().map(|s| (s.id, s)).collect();
         let name = fresh.name(account);
         fresh.sessions = rows
             .into_iter()
@@ -384,6 +399,9 @@ impl Sessions {
                 }
             })
             .collect();
+        fresh
+            .sessions
+            .sort_by_key(|s| rank.get(&s.id).copied().unwrap_or(usize::MAX));
         fresh.loaded = Some(Instant::now());
         fresh.version = version;
         cache.insert(account.to_owned(), fresh);

@@ -553,7 +553,9 @@ async fn a_stranger_cannot_block_an_account_with_pending_requests() {
 }
 
 /// With the per-connection cap out of the way, a full account still admits a new
-/// connection's request: the oldest request of the connection holding the most gives way.
+/// connection's request: the oldest request of the connection holding the most stops counting
+/// for the account, and stays routable (it may already be with a PKSA: its app still gets
+/// the answer, and is never told to send it again).
 #[tokio::test]
 async fn a_full_account_gives_way_to_a_connection_holding_fewer() {
     let alice = TestAccount::new("alice");
@@ -584,16 +586,28 @@ async fn a_full_account_gives_way_to_a_connection_holding_fewer() {
             .contains("too many pending requests for alice"),
         "{r}"
     );
-    // ...and another connection gets in, the heavy one's oldest request giving way.
+    // ...another connection gets in...
     let mut app = Peer::connect(&f.relay.url).await;
     app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
         .await;
     assert_eq!(app.recv().await["cmd"], "sign_wait");
-    let dropped = heavy.recv().await;
-    let text = dropped["error"].as_str().unwrap();
-    assert!(
-        text.contains(first.as_deref().unwrap()) && text.contains("dropped"),
-        "{dropped}"
+    heavy.expect_silence(Duration::from_millis(300)).await;
+    // ...and the heavy connection's oldest request is still answered when a PKSA does.
+    let mut p = pksa(&f.relay.url, &f.relay.server_key, &alice).await;
+    let uuid = first.unwrap();
+    let mut seen = 0;
+    while seen < 9 {
+        let r = p.recv().await;
+        if r["cmd"] == "sign_req" {
+            seen += 1;
+        }
+    }
+    p.send(json!({"cmd": "sign_err", "uuid": uuid, "error": DATA, "pok": alice.pok(&f.relay.server_key, &uuid)}))
+        .await;
+    let answer = heavy.recv().await;
+    assert_eq!(
+        (answer["cmd"].as_str(), answer["uuid"].as_str()),
+        (Some("sign_err"), Some(uuid.as_str()))
     );
 }
 
@@ -629,4 +643,61 @@ fn max_connections_beyond_the_open_file_limit_is_refused_with_the_limit_named() 
         "{text}"
     );
     assert!(has_relay::ensure_open_files(16).is_ok());
+}
+
+/// A connection from a chosen loopback address (127.0.0.x: one host, several addresses).
+async fn peer_from(url: &str, addr: std::net::SocketAddr, ip: [u8; 4]) -> Peer {
+    use futures_util::StreamExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+    let s = sock.connect(addr).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(s))
+            .await
+            .unwrap();
+    let hello = ws.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("connected"));
+    Peer { ws }
+}
+
+/// Many connections from one address cannot lock an account out either: the address is
+/// capped, and a full account makes room for another address.
+#[tokio::test]
+async fn many_connections_from_one_address_cannot_block_an_account() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| {
+        c.frames_per_second = 100_000;
+        c.max_pending_per_account = 8;
+        c.max_pending_per_ip = 12;
+    })
+    .await;
+    let (url, addr) = (f.relay.url.clone(), f.relay.addr);
+    let mut stranger = vec![];
+    let (mut waits, mut refused) = (0, 0);
+    for _ in 0..14 {
+        let mut p = peer_from(&url, addr, [127, 0, 0, 2]).await;
+        p.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+            .await;
+        let r = p.recv().await;
+        match r["cmd"].as_str() {
+            Some("sign_wait") => waits += 1,
+            _ => {
+                let e = r["error"].as_str().unwrap_or("");
+                assert!(
+                    e.contains("from this address") || e.contains("for alice"),
+                    "{r}"
+                );
+                refused += 1;
+            }
+        }
+        stranger.push(p);
+    }
+    // 8 fill the account; then each new connection of the same address holds as few (1) as
+    // the heaviest connection, so it is refused; the address cap (12) is not even reached.
+    assert_eq!(waits, 8, "refused {refused}");
+    // Another address gets in.
+    let mut app = peer_from(&url, addr, [127, 0, 0, 3]).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    assert_eq!(app.recv().await["cmd"], "sign_wait");
 }

@@ -41,8 +41,7 @@ pub(super) fn run(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCmd::Verify => {
-            let sealer = store.sealer().clone();
-            let verdict = store.call_blocking(move |c| crate::state::audit::verify(c, &sealer))?;
+            let verdict = crate::state::verify_audit(store.path(), store.sealer())?;
             match verdict {
                 crate::state::audit::Verdict::Intact { rows } => {
                     println!("audit chain intact: {rows} rows");

@@ -124,6 +124,10 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        if svc.store.health().last_failure().is_some() {
+                            // Readiness comes back with a write that works, traffic or not.
+                            let _ = svc.store.call(crate::state::write_probe).await;
+                        }
                         let settings = svc.settings();
                         let keep = i64::try_from(settings.answer_retention.as_millis()).unwrap_or(i64::MAX);
                         let audit_before = settings

@@ -51,8 +51,9 @@ fn write_mark(conn: &Connection, sealer: &Sealer, key: &str, id: i64, hash: &str
     Ok(())
 }
 
-/// Records the newest row as the head if no head is recorded yet (a store from before heads
-/// were kept: trusted as it is found, once).
+/// Records the newest row as the head if no head is recorded yet. Called once, when a store
+/// from before heads were kept is upgraded (its chain is trusted as it is found then); after
+/// that a missing head is a broken chain.
 pub fn adopt_head(conn: &Connection, sealer: &Sealer) -> Result<()> {
     if read_mark(conn, sealer, HEAD)?.is_some() {
         return Ok(());
@@ -138,17 +139,23 @@ pub fn append(conn: &Connection, sealer: &Sealer, e: &Entry) -> Result<i64> {
 }
 
 fn append_at(conn: &Connection, sealer: &Sealer, e: &Entry, time: i64) -> Result<i64> {
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (id, prev) = match last {
-        Some((id, h)) => (id + 1, h),
-        // Everything pruned: the chain goes on from the anchor.
-        None => match read_mark(conn, sealer, ANCHOR)? {
-            Some(Ok((id, h))) => (id + 1, h),
-            _ => (1, GENESIS.to_owned()),
-        },
+    // The chain goes on from its sealed head, not from whatever row is last in the table:
+    // rows deleted after the head stay a visible gap instead of being sealed over.
+    let (id, prev) = match read_mark(conn, sealer, HEAD)? {
+        Some(Ok((id, h))) => (id + 1, h),
+        _ => {
+            let last: Option<(i64, String)> = conn
+                .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            match last {
+                Some((id, h)) => (id + 1, h),
+                None => match read_mark(conn, sealer, ANCHOR)? {
+                    Some(Ok((id, h))) => (id + 1, h),
+                    _ => (1, GENESIS.to_owned()),
+                },
+            }
+        }
     };
     let hash = row_hash(id, time, e, &prev);
     conn.prepare_cached("INSERT INTO audit(id, time, uuid, account, app, cmd, op_types, ops_digest, decision, rule, reason, tx_id, prev_hash, hash)
@@ -157,13 +164,23 @@ fn append_at(conn: &Connection, sealer: &Sealer, e: &Entry, time: i64) -> Result
     Ok(id)
 }
 
-/// Deletes the rows older than `before` (ms), keeping the last deleted row's id and hash as
-/// the sealed anchor the chain then starts from. Returns how many rows went.
+/// Deletes the oldest rows, up to the first one written at or after `before` (ms), keeping
+/// the last deleted row's id and hash as the sealed anchor the chain then starts from. Reads
+/// only the rows it deletes (and one more); a clock that stepped back cannot make it delete
+/// past a newer row. Returns how many rows went.
 pub fn prune(conn: &Connection, sealer: &Sealer, before: i64) -> Result<usize> {
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT id, hash FROM audit WHERE time < ?1 ORDER BY id DESC LIMIT 1")?
-        .query_row([before], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let mut last: Option<(i64, String)> = None;
+    {
+        let mut stmt = conn.prepare_cached("SELECT id, hash, time FROM audit ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let time: i64 = r.get(2)?;
+            if time >= before {
+                break;
+            }
+            last = Some((r.get(0)?, r.get(1)?));
+        }
+    }
     let Some((id, hash)) = last else {
         return Ok(0);
     };
@@ -400,9 +417,24 @@ mod tests {
                 .1
                 .contains("head is missing")
         );
-        // adopt_head trusts what it finds once (a store from before heads were kept).
+        // adopt_head trusts what it finds (it runs once, when a store is upgraded).
         adopt_head(&c, &k).unwrap();
         assert_eq!(verify(&c, &k).unwrap(), Verdict::Intact { rows: 3 });
+    }
+
+    #[test]
+    fn rows_deleted_after_the_head_stay_a_gap_when_the_chain_goes_on() {
+        let (c, k) = (conn(), sealer());
+        for i in 0..5 {
+            append(&c, &k, &entry(i)).unwrap();
+        }
+        c.execute("DELETE FROM audit WHERE id >= 4", []).unwrap();
+        // The service appends the next decision: from the sealed head (row 5), not row 3.
+        let id = append(&c, &k, &entry(9)).unwrap();
+        assert_eq!(id, 6);
+        let (at, reason) = broken(verify(&c, &k).unwrap());
+        assert_eq!(at, 6);
+        assert!(reason.contains("row 4 is missing"), "{reason}");
     }
 
     #[test]

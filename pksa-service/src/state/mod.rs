@@ -277,9 +277,22 @@ impl Store {
             }
             other => other,
         })?;
-        schema::integrity(&conn).map_err(damaged)?;
+        // Checked before anything is written to it (the migrations write).
+        match schema::quick_check(&conn) {
+            Ok(()) => {}
+            Err(Some(why)) => return Err(damaged(why)),
+            Err(None) => {
+                return Err(StoreError::Sql(format!(
+                    "{}: cannot check the state file right now",
+                    path.display()
+                )));
+            }
+        }
+        let was = schema::migrate(&conn)?;
         schema::check_state_key(&conn, &sealer, path)?;
-        audit::adopt_head(&conn, &sealer)?;
+        if was < 4 {
+            audit::adopt_head(&conn, &sealer)?;
+        }
         // Checkpoints run on a thread of their own (passive: they never block the writer), so
         // no commit, and no reply waiting for it, stalls while the WAL is copied back.
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
@@ -407,6 +420,29 @@ impl Store {
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)
     }
+}
+
+/// One small write (a timestamp in `meta`): when the store failed, the service tries it
+/// every minute, so readiness comes back once the store works again even with no traffic.
+pub fn write_probe(conn: &Connection) -> Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_write_probe', ?1)")?
+        .execute([now_ms().to_string()])?;
+    Ok(())
+}
+
+/// Verifies the audit chain on a read-only connection of its own, in one read transaction:
+/// a long chain is re-hashed without holding the writer's lock (the running service keeps
+/// answering meanwhile).
+pub fn verify_audit(path: &Path, sealer: &Sealer) -> Result<audit::Verdict> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("BEGIN DEFERRED")?;
+    let v = audit::verify(&conn, sealer);
+    let _ = conn.execute_batch("COMMIT");
+    v
 }
 
 /// SQLite's `data_version`: changes when another connection (another process) commits.

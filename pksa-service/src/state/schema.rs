@@ -80,12 +80,16 @@ const MIGRATIONS: &[&str] = &[
      UPDATE sessions SET nonce_floor = last_nonce;
      ALTER TABLE enrollments ADD COLUMN uses_left INTEGER;
      ALTER TABLE answers ADD COLUMN tx_id TEXT;",
+    // 4: the audit chain's sealed head is kept (in meta, written by the service: a store
+    // upgraded to 4 adopts its newest row once, see `audit::adopt_head`).
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: usize = 3;
+pub const SCHEMA_VERSION: usize = 4;
 
-pub(super) fn migrate(conn: &Connection) -> Result<()> {
+/// Brings the schema to [`SCHEMA_VERSION`]; returns the version the file had.
+pub(super) fn migrate(conn: &Connection) -> Result<usize> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     )?;
@@ -107,7 +111,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
                 StoreError::Sql(format!("migration {}: {e}", i + 1))
             })?;
     }
-    Ok(())
+    Ok(current)
 }
 
 pub(super) fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
@@ -138,18 +142,31 @@ pub(super) fn open_connection(path: &Path, sync: Sync) -> Result<Connection> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
-    migrate(&conn)?;
     Ok(conn)
 }
 
-/// SQLite's integrity check (first problem only): Err with what it reports.
-pub(super) fn integrity(conn: &Connection) -> std::result::Result<(), String> {
-    let first: rusqlite::Result<String> =
-        conn.query_row("PRAGMA integrity_check(1)", [], |r| r.get(0));
+/// What SQLite's quick check says of a file, before anything is written to it: Ok, or
+/// Err(Some(problem)) when the file is damaged (a failed check, a corrupt or non-database
+/// file), or Err(None) with any other error (busy, out of memory: the file is not judged).
+pub(super) fn quick_check(conn: &Connection) -> std::result::Result<(), Option<String>> {
+    let first: rusqlite::Result<String> = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0));
     match first {
         Ok(ok) if ok == "ok" => Ok(()),
-        Ok(problem) => Err(format!("it fails SQLite's integrity check ({problem})")),
-        Err(e) => Err(format!("it fails SQLite's integrity check ({e})")),
+        Ok(problem) => Err(Some(format!(
+            "it fails SQLite's integrity check ({problem})"
+        ))),
+        Err(rusqlite::Error::SqliteFailure(e, m))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            Err(Some(format!(
+                "it is not a readable SQLite database ({})",
+                m.unwrap_or_else(|| e.to_string())
+            )))
+        }
+        Err(_) => Err(None),
     }
 }
 
