@@ -6,6 +6,8 @@
 //! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
 //! * `interop <crypto|chain|relay> [--count N]`: live cross-check against the JS libraries.
 //! * `bench crypto`: criterion benches and the same operations in Node, side by side.
+//! * `hostile [--seconds N]`: every attack a stranger can make on a relay and a service, with
+//!   the bounds it must stay within (release binaries on loopback; CI runs 5 s each).
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
 
 // xtask is a developer tool, not a library: indexing and early exits are acceptable here.
@@ -13,6 +15,7 @@
 
 mod bench;
 mod e2e;
+mod hostile;
 mod interop;
 mod js;
 mod relay;
@@ -22,7 +25,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|relay|e2e> | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -68,6 +71,13 @@ fn run() -> Result<()> {
             Some("relay") => relay::bench(),
             _ => bail!("{USAGE}"),
         },
+        Some("hostile") => {
+            let secs = flag(&args, "--seconds")
+                .map(|c| c.parse())
+                .transpose()?
+                .unwrap_or(15);
+            hostile::run(secs)
+        }
         Some("fuzz-smoke") => {
             let secs = flag(&args, "--seconds")
                 .map(|c| c.parse())
@@ -178,6 +188,8 @@ fn ci(args: &[String]) -> Result<()> {
     interop::crypto(200)?;
     interop::chain(500)?;
     relay::interop()?;
+    // What strangers can do, briefly (release binaries on loopback).
+    hostile::run(5)?;
     // Bench targets only (not every lib's test harness in release): clippy already type-checks
     // them; this proves they build and link in the bench profile.
     sh(
