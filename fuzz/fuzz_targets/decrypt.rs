@@ -1,7 +1,8 @@
 //! CryptoJS decrypt: never panics, whatever decrypts is exactly the encryption of its
 //! plaintext under the same salt (so nothing but crypto-js output is ever accepted), and the
 //! parse-once path used for trial decryption (`parse` + `Parsed::decrypt`, which turns wrong
-//! keys away on the last block) agrees with `decrypt` on every input.
+//! keys away on the last block) agrees with `decrypt` on every input, and `Parsed::plausible`
+//! never misses a passphrase that decrypts.
 #![no_main]
 
 use base64::Engine as _;
@@ -15,6 +16,11 @@ fn check(ciphertext: &str, passphrase: &str) {
         parsed.as_ref().map(|p| p.expose_secret().to_owned()).ok(),
         direct.as_ref().map(|p| p.expose_secret().to_owned()).ok()
     );
+    // Trial decryption never turns the right passphrase away.
+    if direct.is_ok() {
+        let parsed = cryptojs::parse(ciphertext).expect("decryptable ciphertext parses");
+        assert_eq!(parsed.plausible(&["", passphrase]).last(), Some(&1));
+    }
     if let Ok(plain) = direct {
         let salt = cryptojs::salt_of(ciphertext).expect("accepted ciphertext has a salt");
         let again = cryptojs::encrypt_with_salt(plain.expose_secret(), passphrase, &salt);

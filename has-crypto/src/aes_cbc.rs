@@ -23,3 +23,22 @@ pub(crate) fn decrypt(key: &[u8; 32], iv: &[u8; 16], ciphertext: &[u8]) -> Resul
         .decrypt_padded_vec::<Pkcs7>(ciphertext)
         .map_err(|_| Error::Decrypt)
 }
+
+/// One CBC block: `last` decrypted under `key` and XORed with `prev` (the block before it,
+/// or the IV). Uses the decryption key schedule alone and allocates nothing: this is what
+/// trial decryption runs once per candidate key.
+pub(crate) fn decrypt_block(
+    key: &[u8; 32],
+    prev: &[u8; 16],
+    last: &[u8; 16],
+) -> zeroize::Zeroizing<[u8; 16]> {
+    use aes::cipher::{BlockCipherDecrypt, KeyInit};
+    let cipher = aes::Aes256Dec::new(key.into());
+    let mut block = zeroize::Zeroizing::new(aes::Block::from(*last));
+    cipher.decrypt_block(&mut block);
+    let mut plain = zeroize::Zeroizing::new([0u8; 16]);
+    for ((p, b), c) in plain.iter_mut().zip(block.iter()).zip(prev) {
+        *p = b ^ c;
+    }
+    plain
+}

@@ -29,9 +29,9 @@ use md5::{Digest, Md5};
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
-use crate::aes_cbc;
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
+use crate::{aes_cbc, md5x};
 
 /// The 8-byte header OpenSSL and CryptoJS put before the salt.
 const HEADER: &[u8; 8] = b"Salted__";
@@ -92,55 +92,200 @@ fn evp_key(passphrase: &[u8], salt: &[u8; 8]) -> Zeroizing<[u8; 32]> {
     key
 }
 
-/// A ciphertext decoded once, to try against many passphrases (trial decryption over an
-/// account's sessions). [`Parsed::decrypt`] first checks, with the key alone and one AES
-/// block, that the last block's padding is valid (a wrong passphrase fails there 255 times in
-/// 256) before deriving the IV and decrypting the whole body: trying a passphrase costs the
-/// same for a 300 KB ciphertext as for a short one.
+/// A ciphertext looked at once, to try against many passphrases (trial decryption over an
+/// account's sessions). [`parse`] decodes only the header, the salt and the last two blocks:
+/// a passphrase is first tested on the last block alone ([`Parsed::plausible`]: valid
+/// PKCS#7 padding and UTF-8 text before it, which a wrong passphrase passes about once in
+/// two million), and only then is the whole body decoded and decrypted. Trying a passphrase
+/// costs the same for a 300 KB ciphertext as for a short one.
 #[derive(Debug, Clone)]
-pub struct Parsed {
+pub struct Parsed<'a> {
+    text: &'a str,
     salt: [u8; 8],
-    body: Vec<u8>,
+    /// The block before the last one (the IV's place for a one-block body: `None`).
+    prev: Option<[u8; 16]>,
+    last: [u8; 16],
 }
 
-/// Decodes a ciphertext once (base64, header, salt, whole blocks). Any failure is
-/// [`Error::Decrypt`].
-pub fn parse(ciphertext: &str) -> Result<Parsed> {
-    let raw = B64_IN.decode(ciphertext).map_err(|_| Error::Decrypt)?;
-    if raw.get(..8) != Some(HEADER.as_slice()) {
+/// Looks at a ciphertext once (header, salt, block count, last two blocks). Any failure is
+/// [`Error::Decrypt`]; a text that passes may still fail to decode in full (an invalid
+/// character in the middle), which [`Parsed::decrypt`] reports the same way.
+pub fn parse(ciphertext: &str) -> Result<Parsed<'_>> {
+    let text = ciphertext.trim_end_matches('=');
+    let chars = text.len();
+    let raw_len = chars / 4 * 3
+        + match chars % 4 {
+            0 => 0,
+            2 => 1,
+            3 => 2,
+            _ => return Err(Error::Decrypt),
+        };
+    // Header and salt (16 bytes) and whole blocks, at least one.
+    if raw_len < 32 || !(raw_len - 16).is_multiple_of(16) {
         return Err(Error::Decrypt);
     }
-    let salt: [u8; 8] = raw
+    let head = B64_IN
+        .decode(text.get(..24).ok_or(Error::Decrypt)?)
+        .map_err(|_| Error::Decrypt)?;
+    if head.get(..8) != Some(HEADER.as_slice()) {
+        return Err(Error::Decrypt);
+    }
+    let salt: [u8; 8] = head
         .get(8..16)
         .and_then(|s| s.try_into().ok())
         .ok_or(Error::Decrypt)?;
-    let body = raw.get(16..).ok_or(Error::Decrypt)?.to_vec();
-    if body.is_empty() || !body.len().is_multiple_of(16) {
-        return Err(Error::Decrypt);
-    }
-    Ok(Parsed { salt, body })
+    // The tail from a 4-character boundary: raw bytes [3g, raw_len).
+    let group = raw_len.saturating_sub(32).max(16) / 3;
+    let tail = B64_IN
+        .decode(text.get(group * 4..).ok_or(Error::Decrypt)?)
+        .map_err(|_| Error::Decrypt)?;
+    let block = |from_end: usize| -> Option<[u8; 16]> {
+        let end = tail.len().checked_sub(from_end)?;
+        tail.get(end.checked_sub(16)?..end)?.try_into().ok()
+    };
+    let last = block(0).ok_or(Error::Decrypt)?;
+    let prev = if raw_len >= 48 {
+        Some(block(16).ok_or(Error::Decrypt)?)
+    } else {
+        None
+    };
+    Ok(Parsed {
+        text: ciphertext,
+        salt,
+        prev,
+        last,
+    })
 }
 
-impl Parsed {
+impl Parsed<'_> {
     /// Decrypts strictly with `passphrase` (as [`decrypt`]); wrong passphrases are mostly
     /// turned away after one AES block.
     pub fn decrypt(&self, passphrase: &str) -> Result<SecretString> {
-        let n = self.body.len();
-        if n >= 32 {
+        if let Some(prev) = &self.prev {
             let key = evp_key(passphrase.as_bytes(), &self.salt);
-            let prev: [u8; 16] = self
-                .body
-                .get(n - 32..n - 16)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(Error::Decrypt)?;
-            let last = self.body.get(n - 16..).ok_or(Error::Decrypt)?;
-            aes_cbc::decrypt(&key, &prev, last).map(Zeroizing::new)?;
+            if !tail_plausible(&aes_cbc::decrypt_block(&key, prev, &self.last)) {
+                return Err(Error::Decrypt);
+            }
         }
-        let kiv = evp_bytes_to_key(passphrase.as_bytes(), &self.salt);
-        let bytes = Zeroizing::new(aes_cbc::decrypt(&kiv.key, &kiv.iv, &self.body)?);
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| Error::Decrypt)?;
-        Ok(SecretString::new(text))
+        decrypt(self.text, passphrase)
     }
+
+    /// Which of `passphrases` may decrypt this ciphertext, in ascending index order: every
+    /// right one, and a wrong one about once in two million (see [`Parsed`]);
+    /// [`Parsed::decrypt`] then decides. Equal-length passphrases are derived eight at a
+    /// time (`md5x`), which is what makes a ciphertext nobody can decrypt cheap to turn away
+    /// over thousands of session keys.
+    pub fn plausible(&self, passphrases: &[&str]) -> Vec<usize> {
+        let Some(prev) = self.prev else {
+            // One block: testing it needs the IV as well; rare enough to do one by one.
+            return (0..passphrases.len())
+                .filter(|&i| passphrases.get(i).is_some_and(|p| self.decrypt(p).is_ok()))
+                .collect();
+        };
+        let test = |key: &[u8; 32]| tail_plausible(&aes_cbc::decrypt_block(key, &prev, &self.last));
+        let len_of = |i: usize| passphrases.get(i).map_or(0, |p| p.len());
+        let mut order: Vec<usize> = (0..passphrases.len()).collect();
+        // Usually every key has the same length (UUIDs): then the order is kept as it is.
+        if order
+            .windows(2)
+            .any(|w| w.first().map(|&a| len_of(a)) != w.get(1).map(|&b| len_of(b)))
+        {
+            order.sort_by_key(|&i| len_of(i));
+        }
+        let mut out = Vec::new();
+        let mut buf = Lanes::new();
+        for group in order.chunk_by(|&a, &b| len_of(a) == len_of(b)) {
+            for chunk in group.chunks(md5x::LANES) {
+                let mut lanes: [&[u8]; md5x::LANES] = [&[]; md5x::LANES];
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    if let Some(p) = chunk
+                        .get(l)
+                        .or(chunk.last())
+                        .and_then(|&i| passphrases.get(i))
+                    {
+                        *lane = p.as_bytes();
+                    }
+                }
+                match lane_keys(&mut buf, &lanes, &self.salt) {
+                    Some(()) => {
+                        for (&i, key) in chunk.iter().zip(buf.keys.iter()) {
+                            if test(key) {
+                                out.push(i);
+                            }
+                        }
+                    }
+                    None => {
+                        for (&i, p) in chunk.iter().zip(&lanes) {
+                            if test(&evp_key(p, &self.salt)) {
+                                out.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Whether a decrypted last block can end a CryptoJS plaintext: a valid PKCS#7 padding, and
+/// the text before it valid UTF-8 (after up to three continuation bytes of a character that
+/// began in the previous block).
+fn tail_plausible(block: &[u8; 16]) -> bool {
+    let pad = block.last().copied().unwrap_or(0);
+    if !(1..=16).contains(&pad) || !block.iter().rev().take(pad as usize).all(|&b| b == pad) {
+        return false;
+    }
+    let text = block.get(..16 - pad as usize).unwrap_or_default();
+    let skip = text
+        .iter()
+        .take(3)
+        .take_while(|&&b| b & 0xC0 == 0x80)
+        .count();
+    std::str::from_utf8(text.get(skip..).unwrap_or_default()).is_ok()
+}
+
+/// Buffers for [`lane_keys`], zeroized once when dropped (not once per batch).
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct Lanes {
+    msg: [[u8; 128]; md5x::LANES],
+    keys: [[u8; 32]; md5x::LANES],
+}
+
+impl Lanes {
+    fn new() -> Self {
+        Lanes {
+            msg: [[0; 128]; md5x::LANES],
+            keys: [[0; 32]; md5x::LANES],
+        }
+    }
+}
+
+/// The AES keys (`EVP_BytesToKey`'s first 32 bytes) of eight equal-length passphrases with
+/// one salt, into `buf.keys`. None when they are too long for `md5x` or not of equal length.
+fn lane_keys(buf: &mut Lanes, passphrases: &[&[u8]; md5x::LANES], salt: &[u8; 8]) -> Option<()> {
+    let len = passphrases.first()?.len();
+    if passphrases.iter().any(|p| p.len() != len) {
+        return None;
+    }
+    for (m, p) in buf.msg.iter_mut().zip(passphrases) {
+        m.get_mut(..len)?.copy_from_slice(p);
+        m.get_mut(len..len + 8)?.copy_from_slice(salt);
+    }
+    let d1 = md5x::digest(&mut buf.msg, len + 8)?;
+    for ((m, p), d) in buf.msg.iter_mut().zip(passphrases).zip(&d1) {
+        m.get_mut(..16)?.copy_from_slice(d);
+        m.get_mut(16..16 + len)?.copy_from_slice(p);
+        m.get_mut(16 + len..24 + len)?.copy_from_slice(salt);
+    }
+    let d2 = md5x::digest(&mut buf.msg, len + 24)?;
+    for ((k, a), b) in buf.keys.iter_mut().zip(&d1).zip(&d2) {
+        let (x, y) = k.split_at_mut(16);
+        x.copy_from_slice(a);
+        y.copy_from_slice(b);
+    }
+    Some(())
 }
 
 /// Encrypts `plaintext` with a fresh random salt from the system CSPRNG.
@@ -209,6 +354,50 @@ mod parsed_tests {
             "AAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+        // Padding is optional as in CryptoJS; a bad character in the middle (not looked at
+        // by parse) is refused by decrypt.
+        let ct = encrypt(&"z".repeat(40), key);
+        let bare = ct.trim_end_matches('=');
+        assert_eq!(
+            parse(bare).unwrap().decrypt(key).unwrap().expose_secret(),
+            "z".repeat(40)
+        );
+        let mut broken = ct.clone().into_bytes();
+        broken[30] = b'!';
+        let broken = String::from_utf8(broken).unwrap();
+        let p = parse(&broken).unwrap();
+        assert_eq!(p.plausible(&[key]), vec![0]);
+        assert!(p.decrypt(key).is_err());
+    }
+
+    #[test]
+    fn plausible_finds_every_right_key_whatever_the_lengths_and_order() {
+        // Keys of several lengths (grouped by length inside), the right ones anywhere,
+        // including beyond what md5x takes (scalar path) and one-block ciphertexts.
+        let mut keys: Vec<String> = (0..100)
+            .map(|i| match i % 4 {
+                0 => format!("{:036}", i),
+                1 => format!("k{i}"),
+                2 => "long".repeat(40) + &i.to_string(),
+                _ => format!("{:036}", i * 7919),
+            })
+            .collect();
+        keys.push(String::new());
+        for text in ["", "short", &"x".repeat(100), &"y".repeat(5000)] {
+            for right in [0usize, 1, 2, 7, 8, 9, 42, 99, 100] {
+                let ct = encrypt(text, &keys[right]);
+                let p = parse(&ct).unwrap();
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let found = p.plausible(&refs);
+                assert!(found.contains(&right), "{right} {}", text.len());
+                assert!(found.windows(2).all(|w| w[0] < w[1]));
+                // Each plausible key passed the scalar padding check too; wrong keys rarely.
+                assert!(found.len() <= 4, "{found:?}");
+                for &i in &found {
+                    assert_eq!(i == right, p.decrypt(refs[i]).is_ok());
+                }
+            }
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod base58;
 pub mod cryptojs;
 mod error;
 pub mod keys;
+mod md5x;
 pub mod memo;
 mod secret;
 pub mod sign;

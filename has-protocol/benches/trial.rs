@@ -1,8 +1,9 @@
 //! What a stranger's request costs a PKSA: trial decryption of a ciphertext no session key
 //! decrypts, over an account's session keys. The baseline is the plain way (decode and fully
-//! decrypt per key); the prepared way decodes once and tries each key on the last block.
+//! decrypt per key); the prepared way decodes once and tries each key on the last block; the
+//! batched way derives eight keys at once (`Prepared::find`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::hint::black_box;
 
@@ -33,6 +34,12 @@ fn benches(c: &mut Criterion) {
                 for k in keys.iter().take(n) {
                     black_box(p.decrypt(k).is_ok());
                 }
+            })
+        });
+        g.bench_function(format!("batched_{n}_sessions"), |b| {
+            b.iter(|| {
+                let p = stranger.prepare().unwrap();
+                assert!(black_box(p.find(&keys[..n])).is_none());
             })
         });
     }

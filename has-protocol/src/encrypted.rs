@@ -97,15 +97,15 @@ impl<T: Payload> Encrypted<T> {
 /// A payload ciphertext decoded once, to try against many session keys (see
 /// [`cryptojs::Parsed`]).
 #[derive(Debug, Clone)]
-pub struct Prepared<T> {
-    parsed: cryptojs::Parsed,
+pub struct Prepared<'a, T> {
+    parsed: cryptojs::Parsed<'a>,
     _payload: PhantomData<fn() -> T>,
 }
 
 impl<T: Payload> Encrypted<T> {
     /// Decodes the ciphertext once; Err([`PayloadError::Decrypt`]) when it is not a
     /// well-formed CryptoJS ciphertext (no key can decrypt it).
-    pub fn prepare(&self) -> Result<Prepared<T>, PayloadError> {
+    pub fn prepare(&self) -> Result<Prepared<'_, T>, PayloadError> {
         cryptojs::parse(&self.ciphertext)
             .map(|parsed| Prepared {
                 parsed,
@@ -115,7 +115,7 @@ impl<T: Payload> Encrypted<T> {
     }
 }
 
-impl<T: Payload> Prepared<T> {
+impl<T: Payload> Prepared<'_, T> {
     /// As [`Encrypted::decrypt`], without decoding the ciphertext again.
     pub fn decrypt(&self, key: &impl Passphrase) -> Result<T, PayloadError> {
         let plain = self
@@ -123,6 +123,34 @@ impl<T: Payload> Prepared<T> {
             .decrypt(key.passphrase())
             .map_err(|_| PayloadError::Decrypt)?;
         T::from_plaintext(plain.expose_secret())
+    }
+}
+
+impl<T: Payload> Prepared<'_, T> {
+    /// Trial decryption over `keys` in order: the first key that decrypts the ciphertext,
+    /// with the payload it gives (Ok, or [`PayloadError::Invalid`] when the key is right
+    /// but the payload is not). None when no key decrypts it. Keys are tested in batches
+    /// (see [`cryptojs::Parsed::plausible`]): a ciphertext nobody can decrypt costs a
+    /// fraction of a microsecond per key, whatever its size.
+    pub fn find<K: Passphrase>(&self, keys: &[K]) -> Option<(usize, Result<T, PayloadError>)> {
+        // Small batches first: the usual match is the most recently used session.
+        let mut start = 0;
+        let mut batch = 8;
+        while start < keys.len() {
+            let end = keys.len().min(start + batch);
+            let slice = keys.get(start..end)?;
+            let texts: Vec<&str> = slice.iter().map(Passphrase::passphrase).collect();
+            for i in self.parsed.plausible(&texts) {
+                let key = slice.get(i)?;
+                match self.decrypt(key) {
+                    Err(PayloadError::Decrypt) => continue,
+                    other => return Some((start + i, other)),
+                }
+            }
+            start = end;
+            batch = (batch * 4).min(1024);
+        }
+        None
     }
 }
 

@@ -262,7 +262,7 @@ pub(crate) async fn auth(
         },
         None => match core
             .sessions
-            .resolve(&core.store, &req.account, &r.data)
+            .resolve(&core.store, &req.account, &r.data, r.token.as_deref())
             .await
         {
             Resolved::Found { session, payload } => {
@@ -447,7 +447,10 @@ pub(crate) async fn challenge(
         return None;
     };
     let (found, nonce) =
-        super::resolve(core, &req.account, &r.data, pre, |p| p.nonce.map(|n| n.0)).await;
+        super::resolve(core, &req.account, &r.data, r.token.as_deref(), pre, |p| {
+            p.nonce.map(|n| n.0)
+        })
+        .await;
     let (session, data) = match found {
         Resolved::Found { session, payload } => (session, payload),
         Resolved::Invalid { session, message } => {
@@ -644,7 +647,10 @@ pub(crate) async fn sign(
         return None;
     };
     let (found, nonce) =
-        super::resolve(core, &req.account, &r.data, pre, |p| p.nonce.map(|n| n.0)).await;
+        super::resolve(core, &req.account, &r.data, r.token.as_deref(), pre, |p| {
+            p.nonce.map(|n| n.0)
+        })
+        .await;
     let (session, data) = match found {
         Resolved::Found { session, payload } => (session, payload),
         Resolved::Invalid { session, message } => {

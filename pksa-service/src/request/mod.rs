@@ -558,9 +558,9 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
     }
     match &req.frame {
         RelayToPksa::SignReq(r) => {
-            let found = core
-                .sessions
-                .find(&req.account, &r.data, PREFLIGHT_TRIALS)?;
+            let found =
+                core.sessions
+                    .find(&req.account, &r.data, r.token.as_deref(), PREFLIGHT_TRIALS)?;
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
@@ -568,9 +568,9 @@ pub(crate) fn preflight(core: &Core, req: &Request) -> Option<Preflight> {
             Some(Preflight::Sign(found, n))
         }
         RelayToPksa::ChallengeReq(r) => {
-            let found = core
-                .sessions
-                .find(&req.account, &r.data, PREFLIGHT_TRIALS)?;
+            let found =
+                core.sessions
+                    .find(&req.account, &r.data, r.token.as_deref(), PREFLIGHT_TRIALS)?;
             if matches!(found, Resolved::NotOurs) {
                 return None;
             }
@@ -587,13 +587,17 @@ pub(crate) async fn resolve<T: has_protocol::Payload>(
     core: &Core,
     account: &str,
     data: &Encrypted<T>,
+    token: Option<&str>,
     pre: Option<(Resolved<T>, NonceCheck)>,
     nonce: impl Fn(&T) -> Option<u64>,
 ) -> (Resolved<T>, NonceCheck) {
     if let Some(p) = pre {
         return p;
     }
-    let found = core.sessions.resolve(&core.store, account, data).await;
+    let found = core
+        .sessions
+        .resolve(&core.store, account, data, token)
+        .await;
     // Matched in the request's own task: possibly after later requests of the same app.
     let n = found_nonce(&found, nonce, crate::state::now_ms(), false);
     (found, n)
