@@ -227,11 +227,38 @@ impl HasClient {
     /// reply slot. Building (which draws the nonce), queueing the correlation entry and
     /// handing the frame to the socket happen under one lock, so concurrent requests leave
     /// in nonce order and their `*_wait`s are matched to the right callers.
+    ///
+    /// A request the relay dropped for its rate limit (the frame was not processed, so
+    /// nothing can happen twice) is built again and re-sent after a pause that doubles each
+    /// time (25 ms up to 1 s), for as long as a `*_wait` would have been awaited.
     async fn request(
         &self,
         kind: Kind,
         account: &AccountName,
-        build: impl FnOnce() -> Result<String, ClientError>,
+        mut build: impl FnMut() -> Result<String, ClientError>,
+    ) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
+        let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match self.request_once(kind, account, &mut build).await {
+                Err(ClientError::Server(e))
+                    if e.starts_with("rate limit exceeded")
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(error = %e, ?pause, "rate-limited by the relay: sending again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn request_once(
+        &self,
+        kind: Kind,
+        account: &AccountName,
+        build: &mut impl FnMut() -> Result<String, ClientError>,
     ) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
         let (wait_tx, wait_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -307,7 +334,9 @@ impl HasClient {
             token: None,
         });
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (wait, reply) = self.request(Kind::Auth, &account, || Ok(text)).await?;
+        let (wait, reply) = self
+            .request(Kind::Auth, &account, || Ok(text.clone()))
+            .await?;
         if let Some(cb) = show {
             cb(&AuthPayload {
                 account: account.clone(),
@@ -383,7 +412,7 @@ impl HasClient {
         let build = || {
             let data = SignReqData {
                 key_type,
-                ops,
+                ops: ops.clone(),
                 broadcast,
                 nonce: Some(nonce.unwrap_or_else(|| session.next_nonce()).into()),
             };

@@ -43,11 +43,16 @@ impl Bucket {
             last: Instant::now(),
         }
     }
-    fn take(&mut self) -> bool {
+    fn refill(&mut self) {
         let now = Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
+    }
+
+    /// Takes a token for a frame, if there is one.
+    fn take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -55,6 +60,27 @@ impl Bucket {
             false
         }
     }
+
+    /// Whether a reply frame may be looked at: replies are paid for after the fact (only
+    /// those the relay did not accept), so a socket may run into debt, down to one burst.
+    fn in_credit(&mut self) -> bool {
+        self.refill();
+        self.tokens >= 1.0 - self.burst
+    }
+
+    /// Charges a reply the relay did not accept.
+    fn charge(&mut self) {
+        self.tokens = (self.tokens - 1.0).max(-self.burst);
+    }
+}
+
+/// What became of a frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    /// A reply the relay accepted and routed.
+    Relayed,
+    /// Anything else.
+    Other,
 }
 
 struct Conn {
@@ -97,7 +123,7 @@ impl Conn {
         }
     }
 
-    async fn handle_text(&mut self, text: &str) {
+    async fn handle_text(&mut self, text: &str) -> Handled {
         let m = &self.ctx.hub.metrics;
         if text.len() > self.ctx.config.max_frame_bytes {
             m.count("frame", "too_large");
@@ -106,7 +132,7 @@ impl Conn {
                 "frame of {} bytes exceeds the {limit} byte limit",
                 text.len()
             ));
-            return;
+            return Handled::Other;
         }
         let parsed = frame::parse_to_relay(text);
         match parsed {
@@ -161,6 +187,7 @@ impl Conn {
                     Ok(uuid) => {
                         m.count(cmd, "relayed");
                         tracing::debug!(socket = self.id, cmd, %uuid, "reply relayed");
+                        return Handled::Relayed;
                     }
                     Err((why, uuid)) => {
                         m.count(cmd, why.as_str());
@@ -179,6 +206,7 @@ impl Conn {
                 }
             }
         }
+        Handled::Other
     }
 
     async fn register(&mut self, r: RegisterReq) {
@@ -254,6 +282,28 @@ impl Conn {
             }
         }
     }
+}
+
+/// Whether a frame is a PKSA's reply (`…_ack`, `…_nack`, `…_err`), from its `cmd` alone.
+fn is_reply_frame(text: &str) -> bool {
+    let head = text.get(..text.len().min(512)).unwrap_or("");
+    let Some(rest) = head.find("\"cmd\"").and_then(|i| head.get(i + 5..)) else {
+        return false;
+    };
+    let Some(rest) = rest
+        .trim_start()
+        .strip_prefix(':')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('"'))
+    else {
+        return false;
+    };
+    let cmd = rest.get(..rest.find('"').unwrap_or(0)).unwrap_or("");
+    ["auth_", "sign_", "challenge_"].iter().any(|f| {
+        ["ack", "nack", "err"]
+            .iter()
+            .any(|k| cmd.strip_prefix(f) == Some(k))
+    })
 }
 
 /// What a dropped frame was, from its first bytes without parsing it (a flood must not cost
@@ -371,7 +421,11 @@ pub(crate) async fn serve_socket(
         tokio::select! {
             msg = source.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if !bucket.take() {
+                    // A PKSA's answers to requests the relay gave it are not rate-limited
+                    // (the requests were); any other frame takes a token first.
+                    let reply = is_reply_frame(t.as_str());
+                    let allowed = if reply { bucket.in_credit() } else { bucket.take() };
+                    if !allowed {
                         ctx.hub.metrics.count("frame", "rate_limited");
                         conn.refuse(&format!(
                             "rate limit exceeded: {} dropped",
@@ -379,7 +433,9 @@ pub(crate) async fn serve_socket(
                         ));
                         continue;
                     }
-                    conn.handle_text(t.as_str()).await;
+                    if conn.handle_text(t.as_str()).await != Handled::Relayed && reply {
+                        bucket.charge();
+                    }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     ctx.hub.metrics.count("frame", "binary");

@@ -632,6 +632,37 @@ async fn a_rate_limited_frame_is_named_in_its_error() {
     assert!(named >= 5, "{named}");
 }
 
+/// Replies are paid for after the fact: those the relay routes are free (a PKSA answers
+/// as fast as it is asked), those it does not accept (unknown requests) are charged, and a
+/// socket in debt has its replies dropped without a parse.
+#[tokio::test]
+async fn replies_the_relay_does_not_accept_use_up_the_rate_limit() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| c.frames_per_second = 1).await;
+    let mut p = Peer::connect(&f.relay.url).await;
+    for _ in 0..30 {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        p.send(json!({"cmd": "sign_ack", "uuid": uuid, "data": DATA}))
+            .await;
+    }
+    let mut limited = 0;
+    for _ in 0..30 {
+        let r = p.recv().await;
+        if r["cmd"] == "error"
+            && r["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("rate limit exceeded: sign_ack for ")
+        {
+            limited += 1;
+            if limited == 20 {
+                break;
+            }
+        }
+    }
+    assert_eq!(limited, 20);
+}
+
 /// The relay refuses to start when the open-file limit cannot hold its connections.
 #[test]
 fn max_connections_beyond_the_open_file_limit_is_refused_with_the_limit_named() {

@@ -78,6 +78,9 @@ pub struct Env {
     pub task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// A change to the relay's configuration.
+pub type RelayTweak = Box<dyn FnOnce(&mut has_relay::RelayConfig) + Send>;
+
 pub struct Builder {
     pub settings: Option<Settings>,
     pub relay_timeout: Duration,
@@ -89,6 +92,8 @@ pub struct Builder {
     pub chain: ChainId,
     /// Hive API URL given to the service instead of the dry-run node's.
     pub hive_api: Option<String>,
+    /// The relay's configuration: limits raised out of the way unless set.
+    pub relay_config: Option<RelayTweak>,
 }
 
 impl Default for Builder {
@@ -105,6 +110,7 @@ impl Default for Builder {
             dir: None,
             chain: ChainId::MAINNET,
             hive_api: None,
+            relay_config: None,
         }
     }
 }
@@ -115,15 +121,31 @@ pub async fn relay_on(
     accounts: &[Account],
     timeout: Duration,
 ) -> has_relay::RelayHandle {
+    relay_with(addr, dir, accounts, timeout, raise_limits).await
+}
+
+/// Limits out of the way of load tests.
+pub fn raise_limits(c: &mut has_relay::RelayConfig) {
+    c.frames_per_second = 100_000;
+    c.max_pending_per_account = 100_000;
+    c.max_pending_per_socket = 100_000;
+    c.max_pending_per_ip = 100_000;
+}
+
+/// A relay with its default configuration changed by `tweak`.
+pub async fn relay_with(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    accounts: &[Account],
+    timeout: Duration,
+    tweak: impl FnOnce(&mut has_relay::RelayConfig),
+) -> has_relay::RelayHandle {
     let file = dir.join("relay-accounts.json");
     std::fs::write(&file, serde_json::to_string(accounts).unwrap()).unwrap();
     let mut c =
         has_relay::RelayConfig::new(dir.join("relay.key"), has_relay::AccountSource::File(file));
     c.timeout = timeout;
-    c.frames_per_second = 100_000;
-    c.max_pending_per_account = 100_000;
-    c.max_pending_per_socket = 100_000;
-    c.max_pending_per_ip = 100_000;
+    tweak(&mut c);
     has_relay::spawn(addr, c).await.unwrap()
 }
 
@@ -144,11 +166,12 @@ impl Builder {
             vec![alice.account(), bob.account(), carol.account()],
         );
         let (node_url, _) = dryrun::spawn(node.clone(), 0).await.unwrap();
-        let relay = relay_on(
+        let relay = relay_with(
             "127.0.0.1:0".parse().unwrap(),
             dir.path(),
             &[alice.account(), bob.account(), carol.account()],
             self.relay_timeout,
+            self.relay_config.unwrap_or(Box::new(raise_limits)),
         )
         .await;
         let secret = AuthReqSecret::new("e2e-secret-0123456789abcdef");

@@ -613,3 +613,68 @@ async fn hostile_requests_against_the_service() {
     assert_eq!(node.recorded().len(), 0, "sign-only: nothing broadcast");
     let _ = stop.send(true);
 }
+
+/// The relay's rate limit stops floods, not the apps and the PKSA it serves: four app
+/// sockets at 8 requests in flight each (32 in all) against a relay limited to 30 frames/s
+/// per socket. The apps are slowed down (their dropped frames are sent again by has-client)
+/// and every request is answered; the PKSA's socket, answering four sockets' worth of
+/// requests, is never limited for its answers.
+#[tokio::test]
+async fn the_rate_limit_slows_busy_apps_down_and_never_drops_the_pksa_answers() {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = Builder {
+        relay_config: Some(Box::new(move |c: &mut has_relay::RelayConfig| {
+            c.frames_per_second = 30;
+            c.metrics_listen = Some(metrics);
+        })),
+        ..Builder::default()
+    }
+    .start()
+    .await;
+    const PER_APP: usize = 210;
+    let mut apps = vec![];
+    for a in 0..4 {
+        let client = std::sync::Arc::new(env.client().await);
+        let session = std::sync::Arc::new(env.auth(&client, &format!("app{a}")).await);
+        apps.push((client, session));
+    }
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = vec![];
+    for (client, session) in &apps {
+        for _ in 0..8 {
+            let (client, session, next) = (client.clone(), session.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 4 * PER_APP {
+                    client
+                        .challenge(&session, KeyType::Posting, "busy", false)
+                        .await
+                        .unwrap();
+                    done += 1;
+                }
+                done
+            }));
+        }
+    }
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    assert_eq!(answered, 4 * PER_APP);
+    let counts = scrape(metrics).await;
+    // The limit was reached (the apps' frames were dropped and sent again) …
+    assert!(
+        counts.get("frame/rate_limited").copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    // … and every answer was relayed.
+    assert_eq!(
+        counts.get("challenge_ack/relayed").copied(),
+        Some(4 * PER_APP as u64),
+        "{counts:?}"
+    );
+    env.stop().await;
+}
