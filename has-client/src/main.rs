@@ -204,7 +204,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 icon: None,
                 pubkey: None,
             };
+            let previous = load_session(&cli.session).ok();
             let s = client.authenticate(&account, app, spec, mode).await?;
+            if let Some(p) = &previous {
+                s.continue_from(p);
+            }
             save_session(&cli.session, &s)?;
             if cli.json {
                 println!(

@@ -77,6 +77,19 @@ impl Session {
         }
     }
 
+    /// Carries the nonce counter of `previous` over when it is the same session (same account
+    /// and auth_key) authenticated again: the PKSA keeps the session's last nonce across a
+    /// re-authentication, so starting again from the clock would have every request refused
+    /// as a replay after a run that pushed the nonces ahead of it.
+    pub fn continue_from(&self, previous: &Session) {
+        if previous.account == self.account && previous.auth_key == self.auth_key {
+            self.last_nonce.fetch_max(
+                previous.last_nonce.load(Ordering::Relaxed),
+                Ordering::SeqCst,
+            );
+        }
+    }
+
     /// The last nonce handed out.
     pub fn last_nonce(&self) -> UnixMillis {
         UnixMillis(self.last_nonce.load(Ordering::Relaxed))
@@ -114,6 +127,22 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn re_authentication_keeps_the_nonces_ahead() {
+        let key = AuthKey::generate();
+        let acct = AccountName::new("alice").unwrap();
+        let old = Session::new(acct.clone(), key.clone(), UnixMillis(0), None, None);
+        let ahead = UnixMillis::now().0 + 3_600_000;
+        old.last_nonce.store(ahead, Ordering::Relaxed);
+        let again = Session::new(acct.clone(), key, UnixMillis(0), None, None);
+        again.continue_from(&old);
+        assert!(again.next_nonce().0 > ahead);
+        // Another session's counter is not taken.
+        let other = Session::new(acct, AuthKey::generate(), UnixMillis(0), None, None);
+        other.continue_from(&old);
+        assert!(other.next_nonce().0 < ahead);
+    }
 
     #[test]
     fn nonces_strictly_increase() {

@@ -264,6 +264,12 @@ impl PublicKey {
         if bytes.len() != 33 {
             return Err(Error::PublicKeyLength);
         }
+        // Only the compressed tags. k256 also reads 0x05 (a "compact" point) as the even-y
+        // point, which would sign for another key than the one written; dhive and hive-js
+        // refuse it.
+        if !matches!(bytes.first(), Some(0x02 | 0x03)) {
+            return Err(Error::PublicKeyPoint);
+        }
         let point: Option<AffinePoint> = AffinePoint::from_sec1_bytes(bytes).ok();
         let point = point.ok_or(Error::PublicKeyPoint)?;
         PublicKey::from_affine(point)
@@ -326,6 +332,31 @@ mod tests {
 
     const WIF: &str = "5JdeC9P7Pbd1uGdFVEsJ41EkEnADbbHGq6p1BwFxm6txNBsQnsw";
     const PUB: &str = "STM8m5UgaFAAYQRuaNejYdS8FVLVp9Ss3K1qAVk5de6F8s3HnVbvA";
+
+    #[test]
+    fn only_the_compressed_tags_are_keys() {
+        let key: PublicKey = PUB.parse().unwrap();
+        let good = key.to_compressed();
+        // Same x with the other tags: 0x02/0x03 are the two points, anything else (0x05 is
+        // k256's "compact" form, read as the even-y point) is refused as dhive and hive-js do.
+        for tag in 0u8..=255 {
+            let mut b = good;
+            b[0] = tag;
+            let r = PublicKey::from_compressed(&b);
+            assert_eq!(r.is_ok(), tag == 2 || tag == 3, "tag {tag:#04x}");
+            if tag == 5 {
+                // Also in text form, with a valid checksum.
+                let digest = Ripemd160::digest(b);
+                let mut raw = b.to_vec();
+                raw.extend_from_slice(&digest[..4]);
+                let text = format!("STM{}", crate::base58::encode(&raw));
+                assert_eq!(
+                    text.parse::<PublicKey>().unwrap_err(),
+                    Error::PublicKeyPoint
+                );
+            }
+        }
+    }
 
     #[test]
     fn spec_vector() {

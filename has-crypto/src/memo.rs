@@ -249,12 +249,22 @@ impl EncryptedMemo {
 /// A decoded memo: the text (with its leading `#`) and the two keys.
 #[derive(Debug)]
 pub struct DecodedMemo {
-    /// `#` + plaintext, as hive-js `memo.decode` returns it.
+    /// `#` + plaintext, as hive-js `memo.decode` returns it; a text without a leading `#`
+    /// unchanged.
     pub text: SecretString,
-    /// Sender public key.
-    pub from: PublicKey,
-    /// Recipient public key.
-    pub to: PublicKey,
+    /// (sender, recipient) public keys; None for a text that is not an encrypted memo.
+    pub keys: Option<(PublicKey, PublicKey)>,
+}
+
+impl DecodedMemo {
+    /// hive-js and dhive return a memo without a leading `#` as it is: it was never
+    /// encrypted.
+    fn plain(memo: &str) -> Option<Self> {
+        (!memo.starts_with('#')).then(|| DecodedMemo {
+            text: SecretString::new(memo.to_owned()),
+            keys: None,
+        })
+    }
 }
 
 /// Encodes `text` from `sender` to `recipient` with a unique nonce (one ECDH).
@@ -274,8 +284,13 @@ pub fn encode_with_nonce(
 
 /// Decodes a memo with our private key, whether we are its sender or its recipient.
 /// A memo between two other keys is [`Error::MemoKey`]; a wrong checksum, padding or UTF-8 is
-/// the opaque [`Error::Decrypt`].
+/// the opaque [`Error::Decrypt`]. A text without a leading `#` is returned unchanged with no
+/// keys, as hive-js and dhive do: callers that need an encrypted memo check
+/// [`DecodedMemo::keys`].
 pub fn decode(key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
+    if let Some(plain) = DecodedMemo::plain(memo) {
+        return Ok(plain);
+    }
     let parsed = EncryptedMemo::parse(memo)?;
     let mine = key.public_key();
     if parsed.from != *mine && parsed.to != *mine {
@@ -284,8 +299,7 @@ pub fn decode(key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
     let channel = MemoChannel::new(key, parsed.other_party(mine));
     Ok(DecodedMemo {
         text: channel.open(parsed.nonce, parsed.check, &parsed.ciphertext)?,
-        from: parsed.from,
-        to: parsed.to,
+        keys: Some((parsed.from, parsed.to)),
     })
 }
 
@@ -344,6 +358,9 @@ impl SharedSecretCache {
     /// Decodes a memo addressed to or from `key`, using a cached channel.
     /// On a cache hit no point is decompressed: the other party's key comes from the cache.
     pub fn decode(&self, key: &PrivateKey, memo: &str) -> Result<DecodedMemo> {
+        if let Some(plain) = DecodedMemo::plain(memo) {
+            return Ok(plain);
+        }
         let parsed = RawMemo::parse(memo)?;
         let mine = key.public_key();
         let mine_bytes = mine.to_compressed();
@@ -359,7 +376,10 @@ impl SharedSecretCache {
         } else {
             (*channel.remote(), *mine)
         };
-        Ok(DecodedMemo { text, from, to })
+        Ok(DecodedMemo {
+            text,
+            keys: Some((from, to)),
+        })
     }
 
     /// Number of cached channels.
@@ -526,6 +546,24 @@ mod tests {
             encode(&account(), server().public_key(), "hello").unwrap(),
             "hello"
         );
+        // Decoding too, as hive-js (`if (!/^#/.test(memo)) return memo`) and dhive do.
+        for text in ["hello", "", " #not first", "K55WaPFbgNW8w8UiPzF"] {
+            for d in [
+                decode(&server(), text).unwrap(),
+                SharedSecretCache::default()
+                    .decode(&server(), text)
+                    .unwrap(),
+            ] {
+                assert_eq!(d.text.expose_secret(), text);
+                assert!(d.keys.is_none());
+            }
+        }
+        let m = encode(&account(), server().public_key(), "#hi").unwrap();
+        let d = decode(&server(), &m).unwrap();
+        assert_eq!(
+            d.keys,
+            Some((*account().public_key(), *server().public_key()))
+        );
     }
 
     #[test]
@@ -562,7 +600,14 @@ mod tests {
         let m = encode_with_nonce(&a, s.public_key(), "#hi", 7);
         assert_eq!(decode(&other, &m).unwrap_err(), Error::MemoKey);
         assert_eq!(decode(&s, "#abc").unwrap_err(), Error::MemoFormat);
-        assert_eq!(decode(&s, "abc").unwrap_err(), Error::MemoFormat);
+        // Without `#` it is not a memo: handed back as it is (hive-js), never decrypted.
+        assert!(decode(&s, "abc").unwrap().keys.is_none());
+        // A POK must be a memo.
+        let cache = SharedSecretCache::default();
+        assert_eq!(
+            pok::decode(&s, &cache, "abc").unwrap_err(),
+            Error::MemoFormat
+        );
     }
 
     #[test]

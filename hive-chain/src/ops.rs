@@ -590,11 +590,14 @@ impl Operation {
         }
     }
 
-    /// The condenser JSON form `[name, {fields}]`.
+    /// The condenser JSON form `[name, {fields}]`. Absent optional fields are left out,
+    /// as dhive and hive-js write them (`JSON.stringify` drops `undefined`), not `null`.
     pub fn to_json(&self) -> Result<Value> {
+        let mut body = self.body_json()?;
+        drop_nulls(&mut body);
         Ok(Value::Array(vec![
             Value::String(self.name().to_owned()),
-            self.body_json()?,
+            body,
         ]))
     }
 
@@ -850,6 +853,13 @@ impl<'de> de::DeserializeSeed<'de> for Body {
                 .map_or("operation", |(_, n)| n);
             de::Error::custom(format_args!("{name}: {e}"))
         })
+    }
+}
+
+/// Removes the `null` members of an operation body (absent optional fields).
+pub(crate) fn drop_nulls(body: &mut Value) {
+    if let Value::Object(m) = body {
+        m.retain(|_, v| !v.is_null());
     }
 }
 

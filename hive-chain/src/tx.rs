@@ -254,9 +254,18 @@ impl SignedTransaction {
             .collect()
     }
 
-    /// The JSON a node accepts (condenser form, as dhive produces it).
+    /// The JSON a node accepts (condenser form, as dhive produces it: absent optional
+    /// fields of operations are left out, not `null`).
     pub fn to_json(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(self).map_err(|e| Error::Serialize(e.to_string()))
+        let mut v = serde_json::to_value(self).map_err(|e| Error::Serialize(e.to_string()))?;
+        if let Some(serde_json::Value::Array(ops)) = v.get_mut("operations") {
+            for op in ops {
+                if let Some(body) = op.get_mut(1) {
+                    crate::ops::drop_nulls(body);
+                }
+            }
+        }
+        Ok(v)
     }
 }
 
@@ -287,6 +296,30 @@ mod tests {
         );
         let j = signed.to_json().unwrap();
         let back: SignedTransaction = serde_json::from_value(j).unwrap();
+        assert_eq!(back, signed);
+    }
+
+    #[test]
+    fn absent_optionals_are_left_out_of_the_json_as_dhive_does() {
+        let op = Operation::from_json(
+            json!(["account_update2", {"account": "alice", "json_metadata": "", "posting_json_metadata": "{}"}]),
+            0,
+        )
+        .unwrap();
+        let tx = Transaction {
+            ref_block_num: 1,
+            ref_block_prefix: 2,
+            expiration: "2023-11-14T22:13:20".parse().unwrap(),
+            operations: vec![op.clone()],
+            extensions: NoExtensions,
+        };
+        let key = PrivateKey::from_login("alice", "pw", has_crypto::KeyRole::Active).unwrap();
+        let signed = tx.sign(&ChainId::MAINNET, &[&key]).unwrap();
+        let text = signed.to_json().unwrap().to_string();
+        assert!(!text.contains("null"), "{text}");
+        assert!(!op.to_json().unwrap().to_string().contains("null"));
+        // It reads back as the same transaction (absent = None).
+        let back: SignedTransaction = serde_json::from_str(&text).unwrap();
         assert_eq!(back, signed);
     }
 

@@ -198,8 +198,17 @@ struct CachedAccount {
     /// Sessions by the token their `auth_ack` gave out: apps that send it back
     /// (hive-auth-wrapper does, at the top level of `sign_req` and `challenge_req`) are
     /// found with one decryption, whatever the number of sessions. Only a hint: the key
-    /// must still decrypt the request.
-    by_token: HashMap<Box<str>, CachedSession>,
+    /// must still decrypt the request. Keyed by a 64-bit keyed hash of the token (8 bytes
+    /// per session instead of the text); a collision only costs a trial decryption.
+    by_token: HashMap<u64, CachedSession>,
+}
+
+/// The index key of a token (SipHash with this process's random keys).
+fn token_key(token: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(token)
 }
 
 impl CachedAccount {
@@ -266,7 +275,9 @@ impl Sessions {
             let cache = self.lock();
             let entry = cache.get(account).filter(|c| c.loaded.is_some())?;
             (
-                token.and_then(|t| entry.by_token.get(t)).cloned(),
+                token
+                    .and_then(|t| entry.by_token.get(&token_key(t)))
+                    .cloned(),
                 entry.sessions.iter().take(limit).cloned().collect(),
             )
         };
@@ -306,7 +317,7 @@ impl Sessions {
         token.is_some_and(|t| {
             self.lock()
                 .get(account)
-                .is_some_and(|c| c.by_token.contains_key(t))
+                .is_some_and(|c| c.by_token.contains_key(&token_key(t)))
         })
     }
 
@@ -437,7 +448,7 @@ impl Sessions {
                     }
                 };
                 if let Some(t) = &r.token {
-                    by_token.insert(Box::from(t.as_str()), s.clone());
+                    by_token.insert(token_key(t), s.clone());
                 }
                 s
             })
@@ -486,7 +497,7 @@ impl Sessions {
                     }
                 }
                 if let (Some(t), Some(s)) = (&r.token, entry.sessions.first()) {
-                    entry.by_token.insert(Box::from(t.as_str()), s.clone());
+                    entry.by_token.insert(token_key(t), s.clone());
                 }
             }
             Ok(_) => {

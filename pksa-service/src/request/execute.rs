@@ -490,7 +490,13 @@ pub(crate) async fn challenge(
     let k = keys.get(plan.role)?;
     let answer = if plan.decrypt {
         match memo::decode(k, &plan.text) {
-            Ok(m) => m.text.expose_secret().to_owned(),
+            Ok(m) if m.keys.is_some() => m.text.expose_secret().to_owned(),
+            // Plain text comes back unchanged from memo::decode (as from hive-js): a
+            // decrypt request must carry an encrypted memo.
+            Ok(_) => {
+                let r = Refusal::Memo("cannot decrypt the memo: not an encrypted memo".into());
+                return refuse(core, req, settings, who, r, e).await;
+            }
             Err(x) => {
                 let r = Refusal::Memo(format!("cannot decrypt the memo: {}", x.kind()));
                 return refuse(core, req, settings, who, r, e).await;
@@ -720,9 +726,15 @@ pub(crate) async fn sign(
             tx_id: tx_id.clone(),
         }
     } else {
+        // The app gets its operations back as it wrote them (members in its order, its
+        // number and asset spellings): what was signed is their binary form, the same.
+        let mut answer = tx_json.clone();
+        if let Some(ops) = answer.get_mut("operations") {
+            *ops = Value::Array(data.ops.clone());
+        }
         Outcome::SignAck {
             broadcast: false,
-            data: tx_json.clone(),
+            data: answer,
         }
     };
     let d = Decided {

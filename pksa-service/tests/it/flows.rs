@@ -1,6 +1,8 @@
 //! Every flow over loopback: auth (secret, enrollment, renewal, operator sessions), sign
 //! (broadcast, sign-only, policy, nonces, spend limits across restarts), challenge, re-delivery.
 
+use std::time::Duration;
+
 use has_client::{AuthMode, ClientError, SignResult};
 use has_crypto::{PublicKey, Signature};
 use has_protocol::messages::*;
@@ -145,6 +147,39 @@ async fn operator_session_signs_without_authentication_and_revocation_stops_it()
         .await;
     assert!(e.is_err(), "{e:?}");
     assert_eq!(env.node.recorded().len(), 1);
+    env.stop().await;
+}
+
+/// A sign-only answer carries the operations exactly as the app wrote them: members in the
+/// app's order (not sorted), its own spellings, byte for byte, so an app comparing the JSON
+/// text it sent with what it got back finds them equal.
+#[tokio::test]
+async fn sign_only_answers_carry_the_operations_as_the_app_wrote_them() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let s = env.auth(&client, "game").await;
+    let ops = r#"[["vote",{"weight":100,"voter":"alice","permlink":"p","author":"bob"}],["custom_json",{"required_posting_auths":["alice"],"required_auths":[],"json":"{\"z\":1,\"a\":2}","id":"x"}]]"#;
+    let data = format!(
+        r#"{{"key_type":"posting","ops":{ops},"broadcast":false,"nonce":{}}}"#,
+        s.next_nonce().0
+    );
+    let mut app = RawApp::connect(&env.relay_url).await;
+    let uuid = app
+        .request(json!({
+            "cmd": "sign_req",
+            "account": "alice",
+            "data": has_crypto::cryptojs::encrypt(&data, s.auth_key.expose_secret()),
+        }))
+        .await;
+    let reply = app.reply(&uuid, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(reply["cmd"], "sign_ack", "{reply}");
+    assert_eq!(reply["data"]["operations"].to_string(), ops);
+    // And it is the transaction that was signed.
+    let tx: hive_chain::SignedTransaction = serde_json::from_value(reply["data"].clone()).unwrap();
+    assert_eq!(
+        tx.signers(&hive_chain::ChainId::MAINNET).unwrap(),
+        vec![*env.alice.keys[1].public_key()]
+    );
     env.stop().await;
 }
 
@@ -341,6 +376,16 @@ async fn challenges_sign_and_decrypt_only_when_allowed() {
         .await
         .unwrap();
     assert_eq!(d.challenge, "#the secret");
+    // Plain text is not a memo (memo::decode hands it back unchanged, as hive-js does): a
+    // decrypt request for it is refused, never echoed.
+    let e = client
+        .challenge(&s, KeyType::Memo, "plain words", true)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not an encrypted memo") || matches!(e, ClientError::Failed { .. }),
+        "{e}"
+    );
     let e = client
         .challenge(&s, KeyType::Active, "x", false)
         .await
