@@ -6,7 +6,7 @@
 //! | refusal | the app gets |
 //! | --- | --- |
 //! | the policy denies; the session is revoked, expired or not this account's; no enrollment window | `*_nack` if the operator set `<cmd>_reject = true`, else nothing |
-//! | a replayed, missing or far-ahead nonce; an invalid payload; a key the service does not hold; a challenge that could be a transaction's signing data; an undecryptable memo; the Hive API unreachable; a failed broadcast | `*_err` with the fixed text of [`error_text`] |
+//! | a replayed, missing or far-ahead nonce; an invalid payload; a key the service does not hold; a challenge that could be a transaction's signing data; an undecryptable memo; the Hive API unreachable; a failed broadcast | `sign_err`/`challenge_err` with the fixed text of [`error_text`], encrypted with the session key; `auth_err` with [`AUTH_ERR_TEXT`] in clear, as apps read it |
 //!
 //! The detail (which rule, which node, the node's message) goes to the audit and the log,
 //! never to the app. Requests no session of ours can decrypt get nothing at all.
@@ -22,6 +22,10 @@ use serde_json::Value;
 use super::{Core, Family, Outcome, Refusal};
 use crate::config::Settings;
 use crate::keystore::AccountKeys;
+
+/// The text of every `auth_err` (the reference PKSA's): sent in clear, so it says nothing
+/// about the cause, which goes to the audit and the log.
+pub(crate) const AUTH_ERR_TEXT: &str = "Failed to process authentication request";
 
 /// The fixed text an app sees for an error-class refusal (None: a refusal-class one).
 pub(crate) fn error_text(r: &Refusal) -> Option<String> {
@@ -61,6 +65,13 @@ pub(crate) fn error_text(r: &Refusal) -> Option<String> {
 /// authenticating app's) auth_key.
 pub(crate) fn refused(r: &Refusal, family: Family, settings: &Settings, key: &AuthKey) -> Outcome {
     match error_text(r) {
+        // Apps read `auth_err.error` as it is (hive-auth-wrapper hands the frame over,
+        // Aioha shows `error`, hive-auth-client emits it), as the reference PKSA sends it:
+        // in clear, so one fixed text that tells the relay nothing.
+        Some(_) if family == Family::Auth => Outcome::Err {
+            error: AUTH_ERR_TEXT.into(),
+        },
+        // `sign_err` and `challenge_err` are decrypted by the apps (wrapper, Aioha).
         Some(text) => Outcome::Err {
             error: Encrypted::encrypt(&ErrorText(text), key)
                 .as_str()

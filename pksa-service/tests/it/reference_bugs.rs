@@ -259,9 +259,11 @@ async fn bug10_key_type_is_a_hint_authority_comes_from_the_ops() {
     env.stop().await;
 }
 
-/// 7.2.11: `auth_err` is encrypted with the session key.
+/// 7.2.11, decided the other way: `auth_err` goes in clear, as the reference PKSA sends it
+/// and every app library reads it (Aioha showed our ciphertext as the error), with one fixed
+/// text that tells the relay nothing (here the cause is a key the PKSA does not hold).
 #[tokio::test]
-async fn bug11_auth_err_is_encrypted() {
+async fn bug11_auth_err_is_plain_text_with_a_fixed_message() {
     let (mut conn, _svc, key, stop, _d, _n) =
         fake_env(vec![("alice".into(), vec![KeyRole::Posting])], 1.0, None).await;
     // A challenge with the memo key, which this PKSA does not hold (an error, not a
@@ -290,18 +292,8 @@ async fn bug11_auth_err_is_encrypted() {
     .await;
     let r = conn.recv().await.unwrap();
     assert_eq!(r["cmd"], "auth_err");
-    let text = r["error"].as_str().unwrap();
-    assert!(text.starts_with("U2FsdGVkX1"), "encrypted: {text}");
-    let e = ReplyError {
-        uuid: RequestId::try_from(rid("e1")).unwrap(),
-        error: text.to_owned(),
-        pok: None,
-    };
-    assert!(
-        e.message(&key).contains("no memo key"),
-        "{}",
-        e.message(&key)
-    );
+    assert_eq!(r["error"], "Failed to process authentication request");
+    assert!(r["pok"].as_str().unwrap().starts_with('#'));
     let _ = stop.send(true);
 }
 
