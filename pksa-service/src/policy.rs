@@ -82,6 +82,11 @@ pub struct Rule {
     pub memo_decrypt: bool,
     /// Maximum operations per transaction.
     pub max_ops: Option<usize>,
+    /// Sign requests without a nonce are accepted from the apps this rule covers (default
+    /// false: `nonce is required`). Some app libraries (hive-auth-client) send none. Replays
+    /// are still refused: the same ciphertext is never signed twice in a session's life.
+    #[serde(default)]
+    pub sign_without_nonce: bool,
 }
 
 /// A decision with its rule and reason.
@@ -232,6 +237,13 @@ impl PolicyConfig {
                 .as_ref()
                 .is_some_and(|l| l.iter().any(|p| glob(p, app)))
         })
+    }
+
+    /// Whether sign requests without a nonce are accepted for `account` from `app` (the
+    /// rule that covers them says `sign_without_nonce = true`).
+    pub fn sign_without_nonce(&self, account: &str, app: &str) -> bool {
+        self.rule_for(account, app)
+            .is_some_and(|r| r.sign_without_nonce)
     }
 
     fn rule_for(&self, account: &str, app: &str) -> Option<&Rule> {

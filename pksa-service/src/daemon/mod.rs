@@ -136,6 +136,7 @@ pub async fn run(
                         let sealer = svc.store.sealer().clone();
                         let r = svc.store.call(move |c| {
                             let answers = crate::state::answers::purge(c, now_ms(), keep)?;
+                            crate::state::sessions::purge_used_data(c)?;
                             let audit = match audit_before {
                                 Some(t) => crate::state::audit::prune(c, &sealer, t)?,
                                 None => 0,

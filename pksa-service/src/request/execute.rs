@@ -382,6 +382,7 @@ pub(crate) async fn auth(
                 account: req.account.clone(),
                 app: plan.app.clone(),
                 nonce: None,
+                once: None,
             }),
             Effect::Renew {
                 id,
@@ -524,6 +525,7 @@ pub(crate) async fn challenge(
             account: view.account.clone(),
             app: view.app.clone(),
             nonce: plan.nonce,
+            once: None,
         }),
         effect: Effect::None,
         session_id: Some(view.id),
@@ -744,7 +746,9 @@ pub(crate) async fn sign(
             id: view.id,
             account: view.account.clone(),
             app: view.app.clone(),
-            nonce: Some(plan.nonce),
+            nonce: plan.nonce,
+            // Without a nonce, the same data is signed once in the session's life.
+            once: plan.nonce.is_none().then(|| req.hash.clone()),
         }),
         effect: Effect::Spend(plan.spend),
         session_id: Some(view.id),

@@ -22,7 +22,9 @@ pub(crate) struct Plan {
     pub(crate) broadcast: bool,
     /// Counted against the rule's spend limits when recorded.
     pub(crate) spend: Vec<Spend>,
-    pub(crate) nonce: i64,
+    /// The request's nonce; None when the rule accepts sign requests without one (the
+    /// request's data is then used once instead).
+    pub(crate) nonce: Option<i64>,
     pub(crate) rule: String,
     pub(crate) reason: String,
 }
@@ -48,9 +50,15 @@ pub(crate) fn decide(
     if let Some(why) = session.ended(ctx.now) {
         return Err(Refusal::SessionEnded(why));
     }
-    let Some(nonce) = nonce.accept(true)? else {
+    let nonce = nonce.accept(false)?;
+    if nonce.is_none()
+        && !ctx
+            .settings
+            .policy
+            .sign_without_nonce(&session.account, &session.app)
+    {
         return Err(Refusal::NonceRequired);
-    };
+    }
     let ops = ops.map_err(|e| Refusal::Invalid(format!("invalid operations: {e}")))?;
     let required = Transaction {
         ref_block_num: 0,
@@ -227,7 +235,20 @@ mod tests {
         let p = run(vote(), "app", NonceCheck::Reserved(3), "", false).unwrap();
         assert_eq!(
             (p.nonce, p.roles.clone(), p.rule.as_str()),
-            (3, vec![KeyRole::Posting], "default")
+            (Some(3), vec![KeyRole::Posting], "default")
+        );
+        // Without a nonce only where the app's rule says so.
+        let rule = "[[rules]]\nid = \"lib\"\napps = [\"nonceless\"]\nsign_without_nonce = true";
+        let p = run(vote(), "nonceless", NonceCheck::Absent, rule, false).unwrap();
+        assert_eq!((p.nonce, p.rule.as_str()), (None, "lib"));
+        assert_eq!(
+            run(vote(), "other", NonceCheck::Absent, rule, false),
+            Err(Refusal::NonceRequired)
+        );
+        // A nonce it sends is still checked.
+        assert_eq!(
+            run(vote(), "nonceless", NonceCheck::Used(3), rule, false),
+            Err(Refusal::Replay(3))
         );
     }
 

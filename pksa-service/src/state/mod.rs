@@ -667,6 +667,7 @@ mod tests {
             account: account.into(),
             app: app.into(),
             nonce,
+            once: None,
         };
         let check = |g: Guard| s.call(move |c| sessions::check_and_use(c, &g, now_ms()));
         check(guard("alice", "app", Some(10))).await.unwrap();

@@ -83,10 +83,17 @@ const MIGRATIONS: &[&str] = &[
     // 4: the audit chain's sealed head is kept (in meta, written by the service: a store
     // upgraded to 4 adopts its newest row once, see `audit::adopt_head`).
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5: the data of sign requests decided without a nonce, once per session (replays of the
+    // same ciphertext are refused for the session's life).
+    "CREATE TABLE used_data (
+        session_id INTEGER NOT NULL,
+        data_hash TEXT NOT NULL,
+        PRIMARY KEY (session_id, data_hash)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: usize = 4;
+pub const SCHEMA_VERSION: usize = 5;
 
 /// Brings the schema to [`SCHEMA_VERSION`]; returns the version the file had.
 pub(super) fn migrate(conn: &Connection) -> Result<usize> {

@@ -226,6 +226,10 @@ pub struct Guard {
     pub app: String,
     /// The request's nonce, consumed here.
     pub nonce: Option<i64>,
+    /// For a request without a nonce that must not be decided twice (a sign request): its
+    /// data hash, used once per session here (a replay of the same ciphertext under another
+    /// request id is a [`Conflict::NonceUsed`]).
+    pub once: Option<String>,
 }
 
 /// Re-checks a session against its row: it exists, belongs to the account and app the
@@ -286,11 +290,31 @@ pub fn check_and_use(conn: &Connection, g: &Guard, now: i64) -> Result<()> {
                 .execute(params![g.id, n, floor, encode_nonces(&recent), now])?;
         }
         None => {
+            if let Some(hash) = &g.once {
+                let fresh = conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO used_data(session_id, data_hash) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![g.id, hash])?;
+                if fresh == 0 {
+                    return conflict(Conflict::NonceUsed);
+                }
+            }
             conn.prepare_cached("UPDATE sessions SET last_used = ?2 WHERE id = ?1")?
                 .execute(params![g.id, now])?;
         }
     }
     Ok(())
+}
+
+/// Forgets the data hashes of revoked sessions (the only ones that can never sign again; an
+/// expired session can be revived through an enrollment window and keeps them).
+pub fn purge_used_data(conn: &Connection) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM used_data WHERE session_id IN (SELECT id FROM sessions WHERE revoked != 0)",
+        )?
+        .execute([])?)
 }
 
 /// Consumes a nonce of a refused request when the session is live and the nonce unused (a

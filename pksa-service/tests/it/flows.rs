@@ -150,6 +150,86 @@ async fn operator_session_signs_without_authentication_and_revocation_stops_it()
     env.stop().await;
 }
 
+/// Sign requests without a nonce (hive-auth-client sends none): accepted only from apps whose
+/// rule says `sign_without_nonce`, and the same ciphertext is signed once in the session's
+/// life: a replay under another request id gets the first answer while it is kept, and a
+/// refusal after (never a second broadcast).
+#[tokio::test]
+async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
+    let mut settings = default_settings(&has_protocol::AuthReqSecret::new(
+        "e2e-secret-0123456789abcdef",
+    ));
+    settings.policy =
+        toml::from_str("[[rules]]\nid = \"lib\"\napps = [\"lib\"]\nsign_without_nonce = true")
+            .unwrap();
+    let env = Builder {
+        settings: Some(settings),
+        ..Default::default()
+    }
+    .start()
+    .await;
+    let client = env.client().await;
+    let game = env.auth(&client, "game").await;
+    // An app a rule names enrolls through a window for that app.
+    env.svc
+        .store
+        .call(|c| {
+            pksa_service::state::enrollments::open(
+                c,
+                "alice",
+                Some("lib"),
+                now_ms() + 600_000,
+                None,
+            )
+        })
+        .await
+        .unwrap();
+    let lib = env.auth(&client, "lib").await;
+    let frame = |s: &has_client::Session, permlink: &str| {
+        let data =
+            json!({"key_type": "posting", "ops": [vote("alice", permlink)], "broadcast": true});
+        json!({
+            "cmd": "sign_req",
+            "account": "alice",
+            "data": has_crypto::cryptojs::encrypt(&data.to_string(), s.auth_key.expose_secret()),
+        })
+    };
+    let mut app = RawApp::connect(&env.relay_url).await;
+    let request = frame(&lib, "nonceless");
+    let uuid = app.request(request.clone()).await;
+    let first = app.reply(&uuid, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first["cmd"], "sign_ack", "{first}");
+    assert_eq!(env.node.recorded().len(), 1);
+    // The same ciphertext again (a replaying relay): the first answer, no second broadcast.
+    let uuid2 = app.request(request.clone()).await;
+    assert_ne!(uuid, uuid2);
+    let again = app.reply(&uuid2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (&again["cmd"], &again["data"]),
+        (&first["cmd"], &first["data"])
+    );
+    assert_eq!(env.node.recorded().len(), 1);
+    // Once the answers are gone (retention), the data is still used: refused.
+    env.svc
+        .store
+        .call(|c| Ok(c.execute("DELETE FROM answers", [])?))
+        .await
+        .unwrap();
+    let uuid3 = app.request(request).await;
+    let refused = app.reply(&uuid3, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(refused["cmd"], "sign_err", "{refused}");
+    let e: ReplyError = serde_json::from_value(refused.clone()).unwrap();
+    assert_eq!(e.message(&lib.auth_key), "nonce already used");
+    assert_eq!(env.node.recorded().len(), 1);
+    // Another app's rule does not allow it.
+    let uuid4 = app.request(frame(&game, "other")).await;
+    let r = app.reply(&uuid4, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r["cmd"], "sign_err", "{r}");
+    let e: ReplyError = serde_json::from_value(r).unwrap();
+    assert_eq!(e.message(&game.auth_key), "nonce is required");
+    env.stop().await;
+}
+
 /// A sign-only answer carries the operations exactly as the app wrote them: members in the
 /// app's order (not sorted), its own spellings, byte for byte, so an app comparing the JSON
 /// text it sent with what it got back finds them equal.
