@@ -189,6 +189,12 @@ impl DryRunNode {
     fn broadcast(&self, tx_json: &Value) -> Result<(String, u64), RpcFailure> {
         let tx = SignedTransaction::deserialize(tx_json)
             .map_err(|e| fail(-32602, format!("invalid transaction: {e}")))?;
+        // hived validates every operation (`transaction::validate`) before it looks at the
+        // expiration, the reference block or the signatures.
+        for op in &tx.operations {
+            op.validate()
+                .map_err(|e| fail(-32000, format!("Assert Exception: {e}")))?;
+        }
         let unsigned = tx.transaction();
         let id = unsigned.id().map_err(|e| fail(-32602, e.to_string()))?;
         let (head, head_time) = self.head();

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod ser;
 pub mod tx;
 pub mod types;
+pub mod validate;
 
 #[cfg(feature = "rpc")]
 pub mod rpc;

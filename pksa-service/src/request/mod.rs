@@ -187,6 +187,8 @@ pub(crate) enum Refusal {
     NonceAhead(i64),
     /// The payload decrypts but is not valid.
     Invalid(String),
+    /// An operation hived would refuse (`op: field: rule`, from hive-chain's validation).
+    InvalidOperation(String),
     /// The service holds no key of this role for the account.
     NoKey(KeyRole),
     /// A challenge whose bytes could be the signing data of a transaction.
@@ -226,6 +228,7 @@ impl Refusal {
                 format!("nonce {n} is more than {MAX_NONCE_AHEAD_MS} ms ahead of the clock"),
             ),
             Refusal::Invalid(m) => error("protocol", m.clone()),
+            Refusal::InvalidOperation(m) => error("validation", m.clone()),
             Refusal::NoKey(role) => error("keys", format!("this service holds no {role} key")),
             Refusal::Preimage => deny(
                 "builtin",

@@ -38,6 +38,8 @@ pub(crate) fn error_text(r: &Refusal) -> Option<String> {
         Refusal::NonceRequired => "nonce is required".into(),
         Refusal::NonceAhead(_) => "nonce is too far ahead of the clock".into(),
         Refusal::Invalid(_) => "invalid request".into(),
+        // The app's own operation and the rule it breaks (nothing of the service's).
+        Refusal::InvalidOperation(m) => format!("invalid operation: {m}"),
         Refusal::NoKey(role) => format!("this service holds no {role} key for this account"),
         Refusal::Preimage => {
             "challenge refused: it could be the signing data of a transaction".into()

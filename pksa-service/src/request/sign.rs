@@ -60,6 +60,11 @@ pub(crate) fn decide(
         return Err(Refusal::NonceRequired);
     }
     let ops = ops.map_err(|e| Refusal::Invalid(format!("invalid operations: {e}")))?;
+    // What hived would refuse is refused before any signature, saying why.
+    for op in &ops {
+        op.validate()
+            .map_err(|e| Refusal::InvalidOperation(e.to_string()))?;
+    }
     let required = Transaction {
         ref_block_num: 0,
         ref_block_prefix: 0,
@@ -265,10 +270,26 @@ mod tests {
             Err(Refusal::Invalid(_))
         ));
         let none = json!([["custom_json", {"required_auths": [], "required_posting_auths": [], "id": "x", "json": "{}"}]]);
-        assert!(matches!(
+        // hived's validation refuses it first (a custom_json names at least one account).
+        assert_eq!(
             run(none, "app", NonceCheck::Reserved(1), "", false),
-            Err(Refusal::Denied { rule, .. }) if rule == "builtin"
-        ));
+            Err(Refusal::InvalidOperation(
+                "custom_json: required_auths: at least one account must be given".into()
+            ))
+        );
+        // And what hived refuses is refused, saying why.
+        assert_eq!(
+            run(
+                json!([["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 10001}]]),
+                "app",
+                NonceCheck::Reserved(1),
+                "",
+                false
+            ),
+            Err(Refusal::InvalidOperation(
+                "vote: weight: more than 100 % (10000)".into()
+            ))
+        );
     }
 
     #[test]

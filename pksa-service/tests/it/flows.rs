@@ -230,6 +230,61 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     env.stop().await;
 }
 
+/// Operations hived would refuse are refused before any signature, with the rule they break;
+/// the dry-run node refuses them too when they come signed (it validates like hived).
+#[tokio::test]
+async fn operations_hived_would_refuse_are_never_signed() {
+    let env = Builder::default().start().await;
+    let client = env.client().await;
+    let s = env.auth(&client, "game").await;
+    let cases = [
+        (
+            json!(["vote", {"voter": "alice", "author": "bob", "permlink": "p", "weight": 20000}]),
+            "invalid operation: vote: weight: more than 100 % (10000)",
+        ),
+        (
+            json!(["vote", {"voter": "alice", "author": "bob", "permlink": "p".repeat(300), "weight": 100}]),
+            "invalid operation: vote: permlink: longer than 255 bytes",
+        ),
+        (
+            json!(["custom_json", {"required_auths": [], "required_posting_auths": ["alice"], "id": "x", "json": "x".repeat(100 * 1024)}]),
+            "invalid operation: custom_json: json: longer than 8192 bytes",
+        ),
+        (
+            json!(["custom_json", {"required_auths": [], "required_posting_auths": ["alice"], "id": "x", "json": "not json"}]),
+            "invalid operation: custom_json: json: not valid JSON",
+        ),
+    ];
+    for (op, text) in cases {
+        for broadcast in [true, false] {
+            let e = client
+                .sign(&s, vec![op.clone()], KeyType::Posting, broadcast)
+                .await
+                .unwrap_err();
+            match e {
+                ClientError::Failed { message, .. } => assert_eq!(message, text),
+                other => panic!("{other}"),
+            }
+        }
+        // Signed anyway (by hand), the dry-run node refuses it like hived.
+        let tx = hive_chain::tx::Transaction {
+            ref_block_num: 0,
+            ref_block_prefix: 0,
+            expiration: hive_chain::TimePointSec(0),
+            operations: hive_chain::ops::Operation::list_from_json(&[op]).unwrap(),
+            extensions: Default::default(),
+        };
+        let signed = tx
+            .sign(&hive_chain::ChainId::MAINNET, &[&env.alice.keys[1]])
+            .unwrap();
+        let rpc = pksa_service::daemon::rpc_client(vec![env.node_url.clone()]).unwrap();
+        let err = rpc.broadcast(&signed).await.unwrap_err().to_string();
+        assert!(err.contains("Assert Exception"), "{err}");
+    }
+    assert!(env.node.recorded().is_empty());
+    env.stop().await;
+}
+
 /// A sign-only answer carries the operations exactly as the app wrote them: members in the
 /// app's order (not sorted), its own spellings, byte for byte, so an app comparing the JSON
 /// text it sent with what it got back finds them equal.

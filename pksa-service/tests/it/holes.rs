@@ -361,7 +361,7 @@ async fn hole5_value_moving_operations_are_counted_and_their_counterparties_chec
             apps = ["bank"]
             allowed_ops = ["escrow_transfer", "set_withdraw_vesting_route", "transfer"]
             key_roles = ["posting", "active"]
-            transfer_to = ["bob"]
+            transfer_to = ["bob", "dave"]
             max_transfer = ["1.000 HBD", "1.000 HIVE"]
             spend_limits = [{ max = "5.000 HBD", window_hours = 24 }]
             "#,
@@ -394,7 +394,7 @@ async fn hole5_value_moving_operations_are_counted_and_their_counterparties_chec
         ),
         (
             "amount + fee over max_transfer",
-            escrow("bob", "bob", "0.600 HBD", "0.600 HBD"),
+            escrow("bob", "dave", "0.600 HBD", "0.600 HBD"),
             "moves 1.200 HBD",
         ),
         (
@@ -433,7 +433,8 @@ async fn hole5_value_moving_operations_are_counted_and_their_counterparties_chec
         let r = client
             .sign(
                 &s,
-                vec![escrow("bob", "bob", "0.500 HBD", "0.500 HBD")],
+                // (hived wants the agent to be a third party.)
+                vec![escrow("bob", "dave", "0.500 HBD", "0.500 HBD")],
                 KeyType::Active,
                 false,
             )
