@@ -237,8 +237,8 @@ impl Operation {
                 c.price(
                     "min_to_receive",
                     &Price {
-                        base: o.amount_to_sell.clone(),
-                        quote: o.min_to_receive.clone(),
+                        base: o.amount_to_sell,
+                        quote: o.min_to_receive,
                     },
                 )
             }
