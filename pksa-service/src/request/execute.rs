@@ -154,6 +154,12 @@ async fn refuse(
     let session_id = who.session.map(|s| s.id);
     let effect = match (session_id, who.nonce) {
         (Some(id), Some(nonce)) => Effect::ConsumeNonce { id, nonce },
+        // A sign request without a nonce, refused: its data is used up, so a relay keeping
+        // it cannot have it decided again later (when a spend window has passed, say).
+        (Some(id), None) if req.family == super::Family::Sign => Effect::ConsumeData {
+            id,
+            data_hash: req.hash.clone(),
+        },
         _ => Effect::None,
     };
     let d = Decided {

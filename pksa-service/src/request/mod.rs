@@ -152,7 +152,9 @@ impl Request {
                 .chain_update([0])
                 .chain_update(account.as_str())
                 .chain_update([0])
-                .chain_update(data)
+                // Padding is optional on input (as in CryptoJS): the same ciphertext with its
+                // `=` removed is the same request, so the hash is over the text without it.
+                .chain_update(data.trim_end_matches('='))
                 .finalize(),
         );
         Some(Ok(Request {

@@ -26,6 +26,14 @@ pub enum Effect {
         /// The nonce.
         nonce: i64,
     },
+    /// A refused sign request without a nonce: its data is used up all the same (it cannot
+    /// be sent again later, when it might be approved).
+    ConsumeData {
+        /// Session id.
+        id: i64,
+        /// The request's data hash.
+        data_hash: String,
+    },
     /// Amounts counted against spend limits (fails when one would be exceeded).
     Spend(Vec<Spend>),
     /// A new session, using one session of an open enrollment window for its account and app.
@@ -91,6 +99,7 @@ pub fn record(conn: &Connection, sealer: &Sealer, r: &Record, now: i64) -> Resul
     match &r.effect {
         Effect::None => {}
         Effect::ConsumeNonce { id, nonce } => sessions::consume_nonce(conn, *id, *nonce, now)?,
+        Effect::ConsumeData { id, data_hash } => sessions::consume_data(conn, *id, data_hash)?,
         Effect::Spend(s) => spend::check_and_record(conn, &r.account, &r.uuid, s)?,
         Effect::Create(s) => {
             enrollments::consume(conn, &s.account, &s.app, now)?;

@@ -307,6 +307,13 @@ pub fn check_and_use(conn: &Connection, g: &Guard, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Uses up the data of a refused request without a nonce (nothing if already used).
+pub fn consume_data(conn: &Connection, id: i64, data_hash: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO used_data(session_id, data_hash) VALUES (?1, ?2)")?
+        .execute(params![id, data_hash])?;
+    Ok(())
+}
+
 /// Forgets the data hashes of revoked sessions (the only ones that can never sign again; an
 /// expired session can be revived through an enrollment window and keeps them).
 pub fn purge_used_data(conn: &Connection) -> Result<usize> {

@@ -159,9 +159,19 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     let mut settings = default_settings(&has_protocol::AuthReqSecret::new(
         "e2e-secret-0123456789abcdef",
     ));
-    settings.policy =
-        toml::from_str("[[rules]]\nid = \"lib\"\napps = [\"lib\"]\nsign_without_nonce = true")
-            .unwrap();
+    settings.sign_req_reject = true;
+    settings.policy = toml::from_str(
+        r#"
+        [[rules]]
+        id = "lib"
+        apps = ["lib"]
+        sign_without_nonce = true
+        allowed_ops = ["vote", "transfer"]
+        key_roles = ["posting", "active"]
+        spend_limits = [{ max = "1.000 HIVE", window_hours = 24 }]
+        "#,
+    )
+    .unwrap();
     let env = Builder {
         settings: Some(settings),
         ..Default::default()
@@ -221,6 +231,51 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     let e: ReplyError = serde_json::from_value(refused.clone()).unwrap();
     assert_eq!(e.message(&lib.auth_key), "nonce already used");
     assert_eq!(env.node.recorded().len(), 1);
+    // Refused (here by the spend limit): the data is used up all the same, so the relay
+    // cannot have it decided again later, once the limit's window has passed.
+    let transfer = |s: &has_client::Session, amount: &str| {
+        let data = json!({"key_type": "active", "broadcast": false,
+            "ops": [["transfer", {"from": "alice", "to": "bob", "amount": amount, "memo": ""}]]});
+        json!({
+            "cmd": "sign_req",
+            "account": "alice",
+            "data": has_crypto::cryptojs::encrypt(&data.to_string(), s.auth_key.expose_secret()),
+        })
+    };
+    let u = app.request(transfer(&lib, "1.000 HIVE")).await;
+    let r = app.reply(&u, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r["cmd"], "sign_ack", "{r}");
+    let over = transfer(&lib, "0.500 HIVE");
+    let u = app.request(over.clone()).await;
+    let r = app.reply(&u, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r["cmd"], "sign_nack", "{r}");
+    env.svc
+        .store
+        .call(|c| Ok(c.execute_batch("DELETE FROM answers; DELETE FROM spend;")?))
+        .await
+        .unwrap();
+    let u = app.request(over).await;
+    let r = app.reply(&u, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r["cmd"], "sign_err", "{r}");
+    let e: ReplyError = serde_json::from_value(r).unwrap();
+    assert_eq!(e.message(&lib.auth_key), "nonce already used");
+    // The same ciphertext with its padding stripped is the same request, not a new one.
+    // (The length decides the padding: the first permlink length that gives some.)
+    let padded = (1..64)
+        .map(|n| frame(&lib, &"p".repeat(n)))
+        .find(|f| f["data"].as_str().unwrap().ends_with('='))
+        .unwrap();
+    let text = padded["data"].as_str().unwrap().to_owned();
+    let u = app.request(padded.clone()).await;
+    let first = app.reply(&u, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first["cmd"], "sign_ack", "{first}");
+    let broadcasts = env.node.recorded().len();
+    let mut stripped = padded.clone();
+    stripped["data"] = json!(text.trim_end_matches('='));
+    let u = app.request(stripped).await;
+    let again = app.reply(&u, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again["data"], first["data"]);
+    assert_eq!(env.node.recorded().len(), broadcasts);
     // Another app's rule does not allow it.
     let uuid4 = app.request(frame(&game, "other")).await;
     let r = app.reply(&uuid4, Duration::from_secs(10)).await.unwrap();
