@@ -228,29 +228,74 @@ impl HasClient {
     /// handing the frame to the socket happen under one lock, so concurrent requests leave
     /// in nonce order and their `*_wait`s are matched to the right callers.
     ///
-    /// A request the relay dropped for its rate limit (the frame was not processed, so
-    /// nothing can happen twice) is built again and re-sent after a pause that doubles each
-    /// time (25 ms up to 1 s), for as long as a `*_wait` would have been awaited.
+    /// A request the relay dropped for its rate limit is sent again, the very same frame
+    /// (same ciphertext, same nonce: if it was processed after all, the PKSA answers the
+    /// copy with the answer it gave, never with a second signature), after a pause that
+    /// doubles each time (25 ms up to 1 s), for as long as a `*_wait` would have been
+    /// awaited. The third value says whether it was sent again.
     async fn request(
         &self,
         kind: Kind,
         account: &AccountName,
-        mut build: impl FnMut() -> Result<String, ClientError>,
-    ) -> Result<(Wait, oneshot::Receiver<RelayToApp>), ClientError> {
+        build: &mut impl FnMut() -> Result<String, ClientError>,
+    ) -> Result<(Wait, oneshot::Receiver<RelayToApp>, bool), ClientError> {
         let deadline = tokio::time::Instant::now() + WAIT_TIMEOUT;
         let mut pause = Duration::from_millis(25);
+        let mut frame: Option<String> = None;
+        let mut text = || -> Result<String, ClientError> {
+            if let Some(f) = &frame {
+                return Ok(f.clone());
+            }
+            let f = build()?;
+            frame = Some(f.clone());
+            Ok(f)
+        };
+        let mut resent = false;
         loop {
-            match self.request_once(kind, account, &mut build).await {
+            match self.request_once(kind, account, &mut text).await {
                 Err(ClientError::Server(e))
-                    if e.starts_with("rate limit exceeded")
+                    if e.starts_with(RATE_LIMITED)
                         && tokio::time::Instant::now() + pause < deadline =>
                 {
                     tracing::debug!(error = %e, ?pause, "rate-limited by the relay: sending again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
+                    resent = true;
                 }
-                other => return other,
+                other => return other.map(|(w, r)| (w, r, resent)),
             }
+        }
+    }
+
+    /// A request and its answer. When the frame had to be sent again (rate limit) and the
+    /// copy is refused for its nonce, the first one was never decided (a decided one is
+    /// answered with its stored answer): the request is built again with a fresh nonce,
+    /// and sent. The nonce went stale because later requests of the same session got
+    /// through first.
+    async fn exchange(
+        &self,
+        kind: Kind,
+        account: &AccountName,
+        key: &AuthKey,
+        mut build: impl FnMut() -> Result<String, ClientError>,
+    ) -> Result<(Wait, RelayToApp), ClientError> {
+        // Each fresh build is safe (see above); a bound keeps a relay that rate-limits
+        // everything from keeping the caller forever.
+        let mut again = 20;
+        loop {
+            let (wait, reply, resent) = self.request(kind, account, &mut build).await?;
+            let answer = self.answer(&wait, reply).await?;
+            let stale = match &answer {
+                RelayToApp::SignErr(e) | RelayToApp::ChallengeErr(e) => {
+                    e.message(key) == "nonce already used"
+                }
+                _ => false,
+            };
+            if resent && stale && again > 0 {
+                again -= 1;
+                continue;
+            }
+            return Ok((wait, answer));
         }
     }
 
@@ -334,8 +379,8 @@ impl HasClient {
             token: None,
         });
         let text = frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))?;
-        let (wait, reply) = self
-            .request(Kind::Auth, &account, || Ok(text.clone()))
+        let (wait, reply, _) = self
+            .request(Kind::Auth, &account, &mut || Ok(text.clone()))
             .await?;
         if let Some(cb) = show {
             cb(&AuthPayload {
@@ -423,13 +468,15 @@ impl HasClient {
             });
             frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))
         };
-        let (wait, reply) = self.request(Kind::Sign, &session.account, build).await?;
+        let (wait, answer) = self
+            .exchange(Kind::Sign, &session.account, &session.auth_key, build)
+            .await?;
         let uuid = wait.uuid.clone();
         let bad = |reason: String| ClientError::InvalidAnswer {
             uuid: uuid.clone(),
             reason,
         };
-        match self.answer(&wait, reply).await? {
+        match answer {
             RelayToApp::SignAck(a) => match (broadcast, a.data) {
                 (true, SignAckData::TxId(id)) => {
                     if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -509,11 +556,11 @@ impl HasClient {
             });
             frame::encode(&req).map_err(|e| ClientError::Input(e.to_string()))
         };
-        let (wait, reply) = self
-            .request(Kind::Challenge, &session.account, build)
+        let (wait, answer) = self
+            .exchange(Kind::Challenge, &session.account, &session.auth_key, build)
             .await?;
         let uuid = wait.uuid.clone();
-        match self.answer(&wait, reply).await? {
+        match answer {
             RelayToApp::ChallengeAck(a) => {
                 let d =
                     a.data
@@ -639,6 +686,9 @@ fn refusal(frame: RelayToApp, key: &AuthKey, uuid: &RequestId) -> ClientError {
     }
 }
 
+/// How the relay's error for a frame its rate limit dropped begins.
+const RATE_LIMITED: &str = "rate limit exceeded";
+
 fn dispatch(shared: &Mutex<Shared>, text: &str) {
     let Ok(f) = frame::parse::<RelayToApp>(text) else {
         tracing::debug!(frame = %frame::redact_for_log(text), "ignoring an unreadable frame");
@@ -666,8 +716,25 @@ fn dispatch(shared: &Mutex<Shared>, text: &str) {
         }
         RelayToApp::Error(e) => {
             // The server answers a socket's frames in order: an error answers the oldest
-            // request still waiting for its `*_wait`.
-            if let Some(p) = st.waiting.pop_front() {
+            // request still waiting for its `*_wait`. A rate-limit error names the command
+            // it dropped: it goes to the oldest request of that command, and to none when
+            // it names another (an attach_req).
+            let pos = match e.error.strip_prefix(RATE_LIMITED) {
+                Some(rest) => {
+                    let cmd = rest.trim_start_matches(':').trim_start();
+                    let kind = [
+                        ("auth_req", Kind::Auth),
+                        ("sign_req", Kind::Sign),
+                        ("challenge_req", Kind::Challenge),
+                    ]
+                    .into_iter()
+                    .find(|(c, _)| cmd.starts_with(c))
+                    .map(|(_, k)| k);
+                    kind.and_then(|k| st.waiting.iter().position(|p| p.kind == k))
+                }
+                None => (!st.waiting.is_empty()).then_some(0),
+            };
+            if let Some(p) = pos.and_then(|i| st.waiting.remove(i)) {
                 let _ = p.wait.send(Err(ClientError::Server(e.error)));
             } else {
                 tracing::warn!(error = %e.error, "server error not related to a request");
