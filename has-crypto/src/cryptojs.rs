@@ -74,21 +74,25 @@ fn evp_bytes_to_key(passphrase: &[u8], salt: &[u8; 8]) -> KeyIv {
 
 /// The AES key alone (`EVP_BytesToKey`'s first 32 bytes: two MD5s instead of three).
 fn evp_key(passphrase: &[u8], salt: &[u8; 8]) -> Zeroizing<[u8; 32]> {
-    let d1: [u8; 16] = Md5::new()
-        .chain_update(passphrase)
-        .chain_update(salt)
-        .finalize()
-        .into();
-    let d2: [u8; 16] = Md5::new()
-        .chain_update(d1)
-        .chain_update(passphrase)
-        .chain_update(salt)
-        .finalize()
-        .into();
+    let d1: Zeroizing<[u8; 16]> = Zeroizing::new(
+        Md5::new()
+            .chain_update(passphrase)
+            .chain_update(salt)
+            .finalize()
+            .into(),
+    );
+    let d2: Zeroizing<[u8; 16]> = Zeroizing::new(
+        Md5::new()
+            .chain_update(d1.as_slice())
+            .chain_update(passphrase)
+            .chain_update(salt)
+            .finalize()
+            .into(),
+    );
     let mut key = Zeroizing::new([0u8; 32]);
     let (a, b) = key.split_at_mut(16);
-    a.copy_from_slice(&d1);
-    b.copy_from_slice(&d2);
+    a.copy_from_slice(d1.as_slice());
+    b.copy_from_slice(d2.as_slice());
     key
 }
 
@@ -112,6 +116,11 @@ pub struct Parsed<'a> {
 /// character in the middle), which [`Parsed::decrypt`] reports the same way.
 pub fn parse(ciphertext: &str) -> Result<Parsed<'_>> {
     let text = ciphertext.trim_end_matches('=');
+    // Padding: none, or what base64 puts (at most two, to a multiple of four characters).
+    let pad = ciphertext.len() - text.len();
+    if pad > 2 || (pad > 0 && !ciphertext.len().is_multiple_of(4)) {
+        return Err(Error::Decrypt);
+    }
     let chars = text.len();
     let raw_len = chars / 4 * 3
         + match chars % 4 {
@@ -161,13 +170,25 @@ impl Parsed<'_> {
     /// Decrypts strictly with `passphrase` (as [`decrypt`]); wrong passphrases are mostly
     /// turned away after one AES block.
     pub fn decrypt(&self, passphrase: &str) -> Result<SecretString> {
-        if let Some(prev) = &self.prev {
-            let key = evp_key(passphrase.as_bytes(), &self.salt);
-            if !tail_plausible(&aes_cbc::decrypt_block(&key, prev, &self.last)) {
-                return Err(Error::Decrypt);
-            }
+        if !self.tail_ok(passphrase) {
+            return Err(Error::Decrypt);
         }
         decrypt(self.text, passphrase)
+    }
+
+    /// The last block alone, tested with `passphrase` (its key, and for a one-block body
+    /// its IV too).
+    fn tail_ok(&self, passphrase: &str) -> bool {
+        match &self.prev {
+            Some(prev) => {
+                let key = evp_key(passphrase.as_bytes(), &self.salt);
+                tail_plausible(&aes_cbc::decrypt_block(&key, prev, &self.last))
+            }
+            None => {
+                let kiv = evp_bytes_to_key(passphrase.as_bytes(), &self.salt);
+                tail_plausible(&aes_cbc::decrypt_block(&kiv.key, &kiv.iv, &self.last))
+            }
+        }
     }
 
     /// Which of `passphrases` may decrypt this ciphertext, in ascending index order: every
@@ -177,9 +198,10 @@ impl Parsed<'_> {
     /// over thousands of session keys.
     pub fn plausible(&self, passphrases: &[&str]) -> Vec<usize> {
         let Some(prev) = self.prev else {
-            // One block: testing it needs the IV as well; rare enough to do one by one.
+            // One block: testing it needs the IV as well; rare enough to do one by one (on
+            // the block already decoded, never the whole text again).
             return (0..passphrases.len())
-                .filter(|&i| passphrases.get(i).is_some_and(|p| self.decrypt(p).is_ok()))
+                .filter(|&i| passphrases.get(i).is_some_and(|p| self.tail_ok(p)))
                 .collect();
         };
         let test = |key: &[u8; 32]| tail_plausible(&aes_cbc::decrypt_block(key, &prev, &self.last));
@@ -273,14 +295,14 @@ fn lane_keys(buf: &mut Lanes, passphrases: &[&[u8]; md5x::LANES], salt: &[u8; 8]
         m.get_mut(..len)?.copy_from_slice(p);
         m.get_mut(len..len + 8)?.copy_from_slice(salt);
     }
-    let d1 = md5x::digest(&mut buf.msg, len + 8)?;
-    for ((m, p), d) in buf.msg.iter_mut().zip(passphrases).zip(&d1) {
+    let d1 = Zeroizing::new(md5x::digest(&mut buf.msg, len + 8)?);
+    for ((m, p), d) in buf.msg.iter_mut().zip(passphrases).zip(d1.iter()) {
         m.get_mut(..16)?.copy_from_slice(d);
         m.get_mut(16..16 + len)?.copy_from_slice(p);
         m.get_mut(16 + len..24 + len)?.copy_from_slice(salt);
     }
-    let d2 = md5x::digest(&mut buf.msg, len + 24)?;
-    for ((k, a), b) in buf.keys.iter_mut().zip(&d1).zip(&d2) {
+    let d2 = Zeroizing::new(md5x::digest(&mut buf.msg, len + 24)?);
+    for ((k, a), b) in buf.keys.iter_mut().zip(d1.iter()).zip(d2.iter()) {
         let (x, y) = k.split_at_mut(16);
         x.copy_from_slice(a);
         y.copy_from_slice(b);
@@ -355,6 +377,12 @@ mod parsed_tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        // More '=' than base64 puts is refused before any work (a flood of them must not
+        // cost a decode per key).
+        let one = encrypt("x", key);
+        assert!(parse(&one).is_ok());
+        assert!(parse(&format!("{one}{}", "=".repeat(1000))).is_err());
+        assert!(parse(&format!("{}==", one.trim_end_matches('='))).is_err());
         // Padding is optional as in CryptoJS; a bad character in the middle (not looked at
         // by parse) is refused by decrypt.
         let ct = encrypt(&"z".repeat(40), key);

@@ -284,10 +284,21 @@ impl Conn {
     }
 }
 
-/// Whether a frame is a PKSA's reply (`…_ack`, `…_nack`, `…_err`), from its `cmd` alone.
+/// Whether a frame is a PKSA's reply (`…_ack`, `…_nack`, `…_err`), from its `cmd` alone
+/// (within the first 512 bytes). A frame with a second `"cmd"` anywhere is not taken for one:
+/// the parser keeps the last duplicate, so a request could otherwise pass for a reply.
 fn is_reply_frame(text: &str) -> bool {
     let head = text.get(..text.len().min(512)).unwrap_or("");
-    let Some(rest) = head.find("\"cmd\"").and_then(|i| head.get(i + 5..)) else {
+    let Some(first) = head.find("\"cmd\"") else {
+        return false;
+    };
+    if text
+        .get(first + 5..)
+        .is_some_and(|after| after.contains("\"cmd\""))
+    {
+        return false;
+    }
+    let Some(rest) = head.get(first + 5..) else {
         return false;
     };
     let Some(rest) = rest
@@ -497,4 +508,29 @@ pub(crate) async fn serve_socket(
     }
     ctx.hub.remove_socket(id);
     tracing::debug!(socket = id, "socket closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_reply_frame;
+
+    #[test]
+    fn replies_are_told_by_their_one_cmd() {
+        assert!(is_reply_frame(
+            r#"{"cmd":"sign_ack","uuid":"u","data":"x"}"#
+        ));
+        assert!(is_reply_frame(r#"{ "cmd" : "challenge_err","uuid":"u"}"#));
+        assert!(!is_reply_frame(
+            r#"{"cmd":"sign_req","account":"a","data":"x"}"#
+        ));
+        assert!(!is_reply_frame(r#"{"cmd":"sign_acknowledged"}"#));
+        // A request dressed as a reply (the parser keeps the last duplicate).
+        assert!(!is_reply_frame(
+            r#"{"cmd":"sign_ack","cmd":"sign_req","data":"x"}"#
+        ));
+        assert!(!is_reply_frame(
+            r#"{"x":{"cmd":"sign_ack"},"cmd":"sign_req"}"#
+        ));
+        assert!(!is_reply_frame("not json"));
+    }
 }
