@@ -488,8 +488,9 @@ chain_id = "mainnet"
 
 # Keys: an age-encrypted keystore (pksa-service keys add ...).
 keystore = "keystore.age"
-# prompt | env:VAR | file:PATH | credential:NAME (systemd LoadCredential=)
-keystore_passphrase = "prompt"
+# env:VAR | file:PATH | credential:NAME (systemd LoadCredential=) | prompt (a terminal).
+# The quick start exports PKSA_PASSPHRASE.
+keystore_passphrase = "env:PKSA_PASSPHRASE"
 # Or, discouraged, a plaintext reference-format keys.json (refused unless mode 0600):
 # keys_json = "keys.json"
 

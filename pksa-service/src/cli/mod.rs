@@ -346,13 +346,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.
             let pid_file = config.state.with_extension("pid");
-            let pid = std::fs::read_to_string(&pid_file).map_err(|e| {
-                anyhow::anyhow!("{}: {e} (is the service running?)", pid_file.display())
-            })?;
-            let pid = pid.trim();
-            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
-                anyhow::bail!("{} does not hold a pid", pid_file.display());
-            }
+            let pid = PidFile::running(&pid_file)?;
+            let pid = pid.to_string();
+            let pid = pid.as_str();
             let st = std::process::Command::new("kill")
                 .args(["-HUP", pid])
                 .status()?;
@@ -405,6 +401,8 @@ async fn run(
     let mut config = load_config(path)?;
     init_logging(json_logs || config.log.json);
     config.log.payloads |= log_payloads;
+    // One service per state file; `reload` finds it by this file, locked while it runs.
+    let pid_file = PidFile::acquire(&config.state.with_extension("pid"))?;
     let ks = open_keys(&config)?;
     if ks.accounts().is_empty() {
         anyhow::bail!(
@@ -430,25 +428,22 @@ async fn run(
     let (stop, rx) = watch::channel(false);
     let reload_svc = svc.clone();
     let config_path = path.to_path_buf();
+    // SIGHUP is handled before the pid is published: `reload` must never reach a process
+    // whose default action for it is to terminate.
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         #[cfg(unix)]
-        {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                crate::cli::reload(&reload_svc, &config_path);
-            }
+        while hup.recv().await.is_some() {
+            crate::cli::reload(&reload_svc, &config_path);
         }
     });
+    pid_file.publish()?;
     let waiter = tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    let pid_file = config.state.with_extension("pid");
-    std::fs::write(&pid_file, std::process::id().to_string())?;
     tracing::info!(
         accounts = svc.keys.accounts().len(),
         servers = config.has_servers.len(),
@@ -458,6 +453,88 @@ async fn run(
     let r = daemon::run(svc, config.metrics_listen, rx).await;
     waiter.abort();
     r
+}
+
+/// The pid file of a running service (`<state>.pid`): created with the process's pid and
+/// locked (an advisory `flock`) for as long as it runs, removed when it stops. `reload`
+/// signals the pid only while the lock is held: a pid file left behind (a crash, a
+/// `kill -9`) names a process that may be anything by now, and is never signalled.
+struct PidFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl PidFile {
+    fn acquire(path: &Path) -> anyhow::Result<PidFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(path).unwrap_or_default();
+                let pid = if pid.trim().is_empty() {
+                    "starting"
+                } else {
+                    pid.trim()
+                };
+                anyhow::bail!(
+                    "another pksa-service (pid {pid}) is running with this state file ({} is locked)",
+                    path.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("{}: cannot lock: {e}", path.display())
+            }
+        }
+        file.set_len(0)?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Writes the pid (once the process is ready for SIGHUP).
+    fn publish(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut f = &self.file;
+        f.write_all(std::process::id().to_string().as_bytes())?;
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// The pid of the service running with this pid file, if one is (it holds the lock).
+    fn running(path: &Path) -> anyhow::Result<u32> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e} (is the service running?)", path.display()))?;
+        match file.try_lock() {
+            // Nobody holds it: left behind by a service that is gone.
+            Ok(()) => anyhow::bail!(
+                "no pksa-service is running with {} (the file was left behind by one that stopped; nothing was signalled)",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("{}: cannot check its lock: {e}", path.display())
+            }
+        }
+        let text = std::fs::read_to_string(path)?;
+        text.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p > 1)
+            .ok_or_else(|| anyhow::anyhow!("{} does not hold a pid", path.display()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Re-reads the config: on success swaps the settings and policy, else keeps the old ones.

@@ -55,6 +55,40 @@ fn init_refuses_to_overwrite_and_writes_a_valid_example() {
     let (ok, _, err) = run(dir.path(), &["init"], None);
     assert!(!ok && err.contains("already exists"));
     pksa_service::config::Config::load(&dir.path().join("pksa.toml")).unwrap();
+    // The README's quick start, as written: `export PKSA_PASSPHRASE=…`, then keys from
+    // stdin with no terminal.
+    let wif = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
+        .unwrap()
+        .to_wif();
+    let keys = |args: &[&str], input: Option<String>| {
+        let mut c = bin();
+        c.env("PKSA_PASSPHRASE", "quick-start-passphrase")
+            .arg("--config")
+            .arg(dir.path().join("pksa.toml"))
+            .arg("keys")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(i) = input {
+            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = keys(
+        &["add", "--account", "alice", "--role", "posting"],
+        Some(format!("{}\n", wif.expose_secret())),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = keys(&["list"], None);
+    assert!(ok && out.contains("alice"), "{out}");
 }
 
 #[test]
@@ -452,4 +486,78 @@ fn an_empty_keystore_passphrase_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("is empty"), "{err}");
     assert!(!dir.path().join("keystore.age").exists());
+}
+
+/// `reload` signals only a running service (it holds its pid file's lock): a pid file left
+/// behind names a process that may be anything by now, and is never signalled. A second
+/// service on the same state is refused; a stopped service removes its pid file.
+#[test]
+fn reload_signals_only_a_running_service() {
+    let dir = tempfile::tempdir().unwrap();
+    config(dir.path(), "");
+    let wif = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
+        .unwrap()
+        .to_wif();
+    assert!(
+        run(
+            dir.path(),
+            &["keys", "add", "--account", "alice", "--role", "posting"],
+            Some(&format!("{}\n", wif.expose_secret())),
+        )
+        .0
+    );
+    let pid_file = dir.path().join("state.pid");
+    // Left behind, naming a live process that is not the service.
+    let mut other = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(&pid_file, other.id().to_string()).unwrap();
+    let (ok, _, err) = run(dir.path(), &["reload"], None);
+    assert!(!ok && err.contains("no pksa-service is running"), "{err}");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+    // The service (its relay is unreachable: it keeps trying, and keeps running).
+    let mut svc = bin()
+        .arg("--config")
+        .arg(dir.path().join("pksa.toml"))
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = svc.id().to_string();
+    // Ready for SIGHUP once its pid is published.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no pid file"
+        );
+        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (ok, out, err) = run(dir.path(), &["reload"], None);
+    assert!(
+        ok && out.contains(&format!("sent SIGHUP to {want}")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(dir.path(), &["run"], None);
+    assert!(!ok && err.contains("another pksa-service"), "{err}");
+    assert!(
+        svc.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the service"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &want])
+            .status()
+            .unwrap()
+            .success()
+    );
+    svc.wait().unwrap();
+    assert!(!pid_file.exists(), "the pid file outlived the service");
+    let (ok, _, err) = run(dir.path(), &["reload"], None);
+    assert!(!ok && err.contains("is the service running"), "{err}");
 }
