@@ -359,6 +359,11 @@ pub fn explain(
         .or_else(|| v.get("ops").and_then(serde_json::Value::as_array))
     {
         let ops = Operation::list_from_json(ops).map_err(|e| e.to_string())?;
+        // As the service does: what hived would refuse never reaches the rules.
+        for op in &ops {
+            op.validate()
+                .map_err(|e| format!("invalid operation: {e}"))?;
+        }
         let probe = hive_chain::Transaction {
             ref_block_num: 0,
             ref_block_prefix: 0,

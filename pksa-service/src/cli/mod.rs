@@ -25,7 +25,7 @@ mod session;
 #[command(version, about)]
 pub struct Cli {
     /// Config file.
-    #[arg(long, global = true, default_value = "pksa.toml")]
+    #[arg(long, global = true, default_value = "pksa.toml", env = "PKSA_CONFIG")]
     pub config: PathBuf,
     /// Log as JSON lines.
     #[arg(long, global = true, value_parser = ["human", "json"])]
@@ -218,6 +218,9 @@ pub enum PolicyCmd {
         /// App name.
         #[arg(long, default_value = "?")]
         app: String,
+        /// Print the decision as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a policy file (TOML with `[[rules]]`) and print its hash.
     Validate {

@@ -4,6 +4,9 @@ use std::path::Path;
 
 use super::{PolicyCmd, load_config};
 
+/// `policy check`'s exit status when the policy denies (1 is an error).
+pub const DENIED_EXIT: i32 = 3;
+
 pub(super) fn run(path: &Path, cmd: PolicyCmd) -> anyhow::Result<()> {
     match cmd {
         PolicyCmd::Validate { file } => {
@@ -20,7 +23,12 @@ pub(super) fn run(path: &Path, cmd: PolicyCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        PolicyCmd::Check { file, account, app } => {
+        PolicyCmd::Check {
+            file,
+            account,
+            app,
+            json,
+        } => {
             let config = load_config(path)?;
             let text = std::fs::read_to_string(&file)?;
             let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -33,13 +41,24 @@ pub(super) fn run(path: &Path, cmd: PolicyCmd) -> anyhow::Result<()> {
                 &config.chain_id,
             )
             .map_err(anyhow::Error::msg)?;
-            println!(
-                "decision {}\nrule     {}\nreason   {}",
-                if d.approve { "approve" } else { "deny" },
-                d.rule,
-                d.reason
-            );
-            Ok(())
+            let decision = if d.approve { "approve" } else { "deny" };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"decision": decision, "rule": d.rule, "reason": d.reason})
+                );
+            } else {
+                println!(
+                    "decision {decision}\nrule     {}\nreason   {}",
+                    d.rule, d.reason
+                );
+            }
+            if d.approve {
+                Ok(())
+            } else {
+                // Scripts tell a denial from an error (1) by the exit status.
+                std::process::exit(DENIED_EXIT)
+            }
         }
     }
 }

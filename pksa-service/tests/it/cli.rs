@@ -89,6 +89,18 @@ fn init_refuses_to_overwrite_and_writes_a_valid_example() {
     assert!(ok, "{out}");
     let (ok, out) = keys(&["list"], None);
     assert!(ok && out.contains("alice"), "{out}");
+    // The config path from the environment.
+    let out = bin()
+        .env("PKSA_CONFIG", dir.path().join("pksa.toml"))
+        .env("PKSA_PASSPHRASE", "quick-start-passphrase")
+        .current_dir(std::env::temp_dir())
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("alice"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -241,10 +253,41 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         None,
     );
     assert!(
-        ok && out.contains("decision deny")
+        !ok && out.contains("decision deny")
             && out.contains("rule     default")
             && out.contains("transfer needs active authority"),
         "{out}"
+    );
+    // A denial exits 3 (an error exits 1); --json prints one object.
+    let st = bin()
+        .arg("--config")
+        .arg(dir.path().join("pksa.toml"))
+        .args(["policy", "check", "--json", "--account", "alice"])
+        .arg(dir.path().join("ops.json"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        (v["decision"].as_str(), v["rule"].as_str()),
+        (Some("deny"), Some("default"))
+    );
+    std::fs::write(
+        dir.path().join("bad-op.json"),
+        r#"[["vote",{"voter":"alice","author":"bob","permlink":"p","weight":20000}]]"#,
+    )
+    .unwrap();
+    let st = bin()
+        .arg("--config")
+        .arg(dir.path().join("pksa.toml"))
+        .args(["policy", "check", "--account", "alice"])
+        .arg(dir.path().join("bad-op.json"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&st.stderr).contains("invalid operation: vote: weight"),
+        "{st:?}"
     );
     std::fs::write(
         dir.path().join("policy.toml"),
