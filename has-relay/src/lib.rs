@@ -123,19 +123,41 @@ pub async fn run(
             }
         });
     }
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     if let Some(metrics_addr) = ctx.config.metrics_listen {
         let ml = TcpListener::bind(metrics_addr).await?;
         let ctx = ctx.clone();
         let mut stop = stop_tx.subscribe();
+        let free = permits.clone();
         tracing::info!(addr = %ml.local_addr()?, "metrics listening");
         tasks.spawn(async move {
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let ctx = ctx.clone();
-                    async move { ctx.hub.metrics.render() }
-                }),
-            );
+            // /healthz: the process answers. /readyz: it takes new connections (below
+            // max_connections), with the reason when it does not.
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let ctx = ctx.clone();
+                        async move { ctx.hub.metrics.render() }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route(
+                    "/readyz",
+                    axum::routing::get(move || {
+                        let free = free.available_permits();
+                        async move {
+                            if free > 0 {
+                                (axum::http::StatusCode::OK, "ready\n".to_owned())
+                            } else {
+                                (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: max_connections reached\n".to_owned(),
+                                )
+                            }
+                        }
+                    }),
+                );
             let _ = axum::serve(ml, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.recv().await;
@@ -144,7 +166,6 @@ pub async fn run(
         });
     }
 
-    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let mut next_id: u64 = 1;
     tokio::pin!(shutdown);
     loop {

@@ -381,6 +381,60 @@ async fn heartbeat_closes_a_socket_that_never_pongs() {
     assert!(all.windows(1).any(|w| w[0] == 0x89), "it pinged first");
 }
 
+/// `/healthz` answers while the process runs; `/readyz` says whether it takes connections.
+#[tokio::test]
+async fn health_and_readiness_on_the_metrics_address() {
+    let alice = TestAccount::new("alice");
+    let metrics_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let f = relay_with(&[&alice], |c| {
+        c.metrics_listen = Some(metrics_port);
+        c.max_connections = 1;
+    })
+    .await;
+    let get = |path: &'static str| async move {
+        // The metrics address opens with the relay's task: wait for it.
+        let mut s = loop {
+            if let Ok(s) = tokio::net::TcpStream::connect(metrics_port).await {
+                break s;
+            }
+            tokio::task::yield_now().await;
+        };
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let r = get("/readyz").await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("ready\n"),
+        "{r}"
+    );
+    // Its one connection taken: not ready, and says why.
+    let app = Peer::connect(&f.relay.url).await;
+    let r = get("/readyz").await;
+    assert!(
+        r.starts_with("HTTP/1.1 503") && r.contains("max_connections reached"),
+        "{r}"
+    );
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    drop(app);
+    // Ready again once the relay has seen it go.
+    loop {
+        if get("/readyz").await.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn shutdown_closes_sockets_cleanly_and_metrics_count() {
     let alice = TestAccount::new("alice");
