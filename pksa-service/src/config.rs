@@ -558,12 +558,13 @@ mod tests {
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.pksa_name, "my-pksa");
         assert_eq!(c.state, PathBuf::from("/etc/pksa/pksa-state.sqlite"));
+        // The quick start exports PKSA_PASSPHRASE.
         assert!(matches!(
             c.keys,
             KeySource::Keystore {
-                passphrase: PassphraseSource::Prompt,
+                passphrase: PassphraseSource::Env(ref v),
                 ..
-            }
+            } if v == "PKSA_PASSPHRASE"
         ));
     }
 
