@@ -8,6 +8,14 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::{Config, KeySource, Settings};
+
+/// The version with the commit it was built from (`unknown` outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PKSA_BUILD_COMMIT"),
+    ")"
+);
 use crate::daemon::{self, Service};
 use crate::keystore::{KeyStore, read_passphrase};
 use crate::state::{self, Sealer, Store};
@@ -22,7 +30,7 @@ mod session;
 
 /// A HiveAuth (HAS) PKSA in service mode. With no command: a local sandbox.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = "pksa.toml", env = "PKSA_CONFIG")]
@@ -448,11 +456,27 @@ async fn run(
         let _ = stop.send(true);
     });
     tracing::info!(
+        version = VERSION,
         accounts = svc.keys.accounts().len(),
-        servers = config.has_servers.len(),
+        servers = %config.has_servers.join(" "),
+        address_prefix = config.chain_id.address_prefix(),
         policy_hash = %crate::policy::hash(&config.policy),
         "pksa-service starting"
     );
+    // What will sign, before anything does: each account's roles and public keys.
+    for (account, keys) in svc.keys.accounts() {
+        let roles: Vec<String> = keys
+            .public_keys()
+            .iter()
+            .map(|(role, key)| {
+                format!(
+                    "{role}={}",
+                    key.to_string_with_prefix(config.chain_id.address_prefix())
+                )
+            })
+            .collect();
+        tracing::info!(account = %account, keys = %roles.join(" "), "signing for");
+    }
     let r = daemon::run(svc, config.metrics_listen, rx).await;
     waiter.abort();
     r

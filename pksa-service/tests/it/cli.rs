@@ -531,6 +531,23 @@ fn an_empty_keystore_passphrase_is_refused() {
     assert!(!dir.path().join("keystore.age").exists());
 }
 
+/// `--version` names the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = bin().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let commit = text
+        .trim()
+        .strip_prefix(concat!("pksa-service ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}
+
 /// `reload` signals only a running service (it holds its pid file's lock): a pid file left
 /// behind names a process that may be anything by now, and is never signalled. A second
 /// service on the same state is refused; a stopped service removes its pid file.
@@ -563,14 +580,39 @@ fn reload_signals_only_a_running_service() {
     other.wait().unwrap();
     // The service (its relay is unreachable: it keeps trying, and keeps running).
     let mut svc = bin()
+        .env("RUST_LOG", "info")
         .arg("--config")
         .arg(dir.path().join("pksa.toml"))
         .arg("run")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let want = svc.id().to_string();
+    // Its start-up log says what will sign: the account and its public keys.
+    let stderr = svc.stderr.take().unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let posting = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
+        .unwrap()
+        .public_key()
+        .to_string();
+    let line = log
+        .iter()
+        .find(|l| l.contains("signing for"))
+        .expect("a start-up line per account");
+    assert!(
+        line.contains("alice") && line.contains(&format!("posting={posting}")),
+        "{line}"
+    );
     // Ready for SIGHUP once its pid is published.
     let t0 = std::time::Instant::now();
     while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
