@@ -399,7 +399,8 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
         sb.stop().await?;
         return r;
     }
-    let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM (a service manager, `docker stop`) cleans up as Ctrl-C does.
+    shutdown_signal().await;
     sb.stop().await
 }
 

@@ -61,6 +61,8 @@ pub struct Sandbox {
     pub service: Arc<Service>,
     /// Public keys by role.
     pub public_keys: Vec<(String, String)>,
+    /// Where the state is kept (a temporary directory, removed at exit, unless `--dir`).
+    pub dir: PathBuf,
     relay: Option<has_relay::RelayHandle>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -226,6 +228,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         node,
         service: svc,
         public_keys,
+        dir: dir.clone(),
         relay,
         stop,
         task,
@@ -248,6 +251,7 @@ impl Sandbox {
             "password": self.password,
             "auth_req_secret": self.secret.expose_secret(),
             "public_keys": keys,
+            "dir": self.dir,
         })
     }
 

@@ -122,6 +122,19 @@ fn json_line_describes_a_usable_sandbox() {
             .unwrap();
         assert!(matches!(r, SignResult::Broadcast { .. }), "{r:?}");
     });
+    // SIGTERM stops it cleanly, its temporary state directory removed, as on Ctrl-C.
+    let dir = std::path::PathBuf::from(info["dir"].as_str().unwrap());
+    assert!(dir.is_dir(), "{line}");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.exists(), "{} outlived the sandbox", dir.display());
 }
 
 #[tokio::test]
