@@ -287,7 +287,7 @@ impl HasClient {
             let answer = self.answer(&wait, reply).await?;
             let stale = match &answer {
                 RelayToApp::SignErr(e) | RelayToApp::ChallengeErr(e) => {
-                    e.message(key) == "nonce already used"
+                    e.message(key) == has_protocol::payloads::NONCE_ALREADY_USED
                 }
                 _ => false,
             };
@@ -685,9 +685,6 @@ fn refusal(frame: RelayToApp, key: &AuthKey, uuid: &RequestId) -> ClientError {
         },
     }
 }
-
-/// How the relay's error for a frame its rate limit dropped begins.
-const RATE_LIMITED: &str = "rate limit exceeded";
 
 fn dispatch(shared: &Mutex<Shared>, text: &str) {
     let Ok(f) = frame::parse::<RelayToApp>(text) else {

@@ -286,6 +286,10 @@ pub struct Attach {
     pub uuid: RequestId,
 }
 
+/// How the relay's `error` for a frame its rate limit dropped begins
+/// (`rate limit exceeded: <cmd> dropped`): the frame was not processed and may be sent again.
+pub const RATE_LIMITED: &str = "rate limit exceeded";
+
 /// `error` (any direction): an untyped plaintext error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorMsg {

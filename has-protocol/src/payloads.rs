@@ -157,6 +157,11 @@ impl Payload for NackPayload {
     }
 }
 
+/// The `sign_err`/`challenge_err` text of a request refused for its nonce (already used, or
+/// older than the session's window): a copy of a request that was decided gets the stored
+/// answer instead, so a client that sees this for a copy may build the request anew.
+pub const NONCE_ALREADY_USED: &str = "nonce already used";
+
 /// `*_err.error` plaintext: an error message (not JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorText(pub String);

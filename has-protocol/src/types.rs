@@ -328,22 +328,7 @@ impl AccountName {
     }
 
     fn valid(name: &str) -> bool {
-        if !(3..=16).contains(&name.len()) {
-            return false;
-        }
-        name.split('.').all(|seg| {
-            let b = seg.as_bytes();
-            match (b.first(), b.last()) {
-                (Some(first), Some(last)) => {
-                    b.len() >= 3
-                        && first.is_ascii_lowercase()
-                        && (last.is_ascii_lowercase() || last.is_ascii_digit())
-                        && b.iter()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                }
-                _ => false,
-            }
-        })
+        hive_chain::validate::is_valid_account_name(name)
     }
 }
 

@@ -288,57 +288,46 @@ impl Conn {
 /// (within the first 512 bytes). A frame with a second `"cmd"` anywhere is not taken for one:
 /// the parser keeps the last duplicate, so a request could otherwise pass for a reply.
 fn is_reply_frame(text: &str) -> bool {
-    let head = text.get(..text.len().min(512)).unwrap_or("");
-    let Some(first) = head.find("\"cmd\"") else {
+    let Some(cmd) = head_field(text, "cmd") else {
         return false;
     };
-    if text
-        .get(first + 5..)
-        .is_some_and(|after| after.contains("\"cmd\""))
-    {
-        return false;
-    }
-    let Some(rest) = head.get(first + 5..) else {
-        return false;
-    };
-    let Some(rest) = rest
-        .trim_start()
-        .strip_prefix(':')
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('"'))
-    else {
-        return false;
-    };
-    let cmd = rest.get(..rest.find('"').unwrap_or(0)).unwrap_or("");
-    ["auth_", "sign_", "challenge_"].iter().any(|f| {
+    let once = text
+        .find("\"cmd\"")
+        .and_then(|i| text.get(i + 5..))
+        .is_some_and(|after| !after.contains("\"cmd\""));
+    once && ["auth_", "sign_", "challenge_"].iter().any(|f| {
         ["ack", "nack", "err"]
             .iter()
             .any(|k| cmd.strip_prefix(f) == Some(k))
     })
 }
 
+/// A string field among a frame's first 512 bytes, found without parsing the frame (a
+/// flood must not cost a parse per frame): the first `"name": "value"` whose value is at
+/// most 64 letters, digits, `_` or `-`.
+fn head_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let head = text.get(..text.len().min(512)).unwrap_or("");
+    let key = format!("\"{name}\"");
+    let rest = head.get(head.find(&key)? + key.len()..)?;
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let value = rest.get(..rest.find('"')?)?;
+    (value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    .then_some(value)
+}
+
 /// What a dropped frame was, from its first bytes without parsing it (a flood must not cost
 /// a parse per frame): `sign_req`, `sign_ack for <uuid>`, or `a frame`.
 fn describe_frame(text: &str) -> String {
-    let head = text.get(..text.len().min(512)).unwrap_or("");
-    let field = |name: &str| {
-        let key = format!("\"{name}\"");
-        let rest = head.get(head.find(&key)? + key.len()..)?;
-        let rest = rest
-            .trim_start()
-            .strip_prefix(':')?
-            .trim_start()
-            .strip_prefix('"')?;
-        let value = rest.get(..rest.find('"')?)?;
-        (value.len() <= 64
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        .then(|| value.to_owned())
-    };
-    match (field("cmd"), field("uuid")) {
+    match (head_field(text, "cmd"), head_field(text, "uuid")) {
         (Some(cmd), Some(uuid)) => format!("{cmd} for {uuid}"),
-        (Some(cmd), None) => cmd,
+        (Some(cmd), None) => cmd.to_owned(),
         _ => "a frame".to_owned(),
     }
 }
@@ -439,7 +428,7 @@ pub(crate) async fn serve_socket(
                     if !allowed {
                         ctx.hub.metrics.count("frame", "rate_limited");
                         conn.refuse(&format!(
-                            "rate limit exceeded: {} dropped",
+                            "{RATE_LIMITED}: {} dropped",
                             describe_frame(t.as_str())
                         ));
                         continue;

@@ -85,6 +85,11 @@ impl Check {
         )
     }
 
+    fn accounts(&self, list: &[(&str, &str)]) -> Result<()> {
+        list.iter()
+            .try_for_each(|(field, name)| self.account(field, name))
+    }
+
     fn account_or_empty(&self, field: &str, name: &str) -> Result<()> {
         if name.is_empty() {
             Ok(())
@@ -157,6 +162,32 @@ impl Check {
         Ok(())
     }
 
+    fn authorities(&self, list: &[(&str, &Authority)]) -> Result<()> {
+        list.iter()
+            .try_for_each(|(field, a)| self.authority(field, a))
+    }
+
+    /// `transfer_to_savings` and `transfer_from_savings`.
+    fn savings(&self, from: &str, to: &str, amount: &Asset, memo: &str) -> Result<()> {
+        self.accounts(&[("from", from), ("to", to)])?;
+        self.positive("amount", amount)?;
+        self.symbol("amount", amount, LIQUID)?;
+        self.memo("memo", memo)
+    }
+
+    /// What `create_proposal` and `update_proposal` share.
+    fn proposal(&self, daily_pay: &Asset, subject: &str, permlink: &str) -> Result<()> {
+        self.symbol("daily_pay", daily_pay, HBD)?;
+        self.not_negative("daily_pay", daily_pay)?;
+        self.that(!subject.is_empty(), "subject", "is empty")?;
+        self.that(
+            subject.len() <= PROPOSAL_SUBJECT_MAX_LENGTH,
+            "subject",
+            "longer than 80 bytes",
+        )?;
+        self.permlink("permlink", permlink)
+    }
+
     fn price(&self, field: &str, p: &Price) -> Result<()> {
         self.that(
             p.base.amount > 0 && p.quote.amount > 0,
@@ -191,8 +222,7 @@ impl Operation {
         let c = Check { op: self.name() };
         match self {
             Operation::Vote(o) => {
-                c.account("voter", &o.voter)?;
-                c.account("author", &o.author)?;
+                c.accounts(&[("voter", &o.voter), ("author", &o.author)])?;
                 c.percent("weight", u32::from(o.weight.unsigned_abs()))?;
                 c.permlink("permlink", &o.permlink)
             }
@@ -210,8 +240,7 @@ impl Operation {
                 c.json_or_empty("json_metadata", &o.json_metadata)
             }
             Operation::Transfer(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
+                c.accounts(&[("from", &o.from), ("to", &o.to)])?;
                 c.symbol("amount", &o.amount, LIQUID)?;
                 c.positive("amount", &o.amount)?;
                 c.memo("memo", &o.memo)
@@ -285,33 +314,45 @@ impl Operation {
                 c.positive("amount", &o.amount)
             }
             Operation::AccountCreate(o) => {
-                c.account("new_account_name", &o.new_account_name)?;
-                c.account("creator", &o.creator)?;
+                c.accounts(&[
+                    ("new_account_name", &o.new_account_name),
+                    ("creator", &o.creator),
+                ])?;
                 c.symbol("fee", &o.fee, HIVE)?;
                 c.not_negative("fee", &o.fee)?;
-                c.authority("owner", &o.owner)?;
-                c.authority("active", &o.active)?;
-                c.authority("posting", &o.posting)?;
+                c.authorities(&[
+                    ("owner", &o.owner),
+                    ("active", &o.active),
+                    ("posting", &o.posting),
+                ])?;
                 c.json_or_empty("json_metadata", &o.json_metadata)
             }
             Operation::AccountCreateWithDelegation(o) => {
-                c.account("new_account_name", &o.new_account_name)?;
-                c.account("creator", &o.creator)?;
+                c.accounts(&[
+                    ("new_account_name", &o.new_account_name),
+                    ("creator", &o.creator),
+                ])?;
                 c.symbol("fee", &o.fee, HIVE)?;
                 c.symbol("delegation", &o.delegation, VESTS)?;
                 c.not_negative("fee", &o.fee)?;
                 c.not_negative("delegation", &o.delegation)?;
-                c.authority("owner", &o.owner)?;
-                c.authority("active", &o.active)?;
-                c.authority("posting", &o.posting)?;
+                c.authorities(&[
+                    ("owner", &o.owner),
+                    ("active", &o.active),
+                    ("posting", &o.posting),
+                ])?;
                 c.json_or_empty("json_metadata", &o.json_metadata)
             }
             Operation::CreateClaimedAccount(o) => {
-                c.account("creator", &o.creator)?;
-                c.account("new_account_name", &o.new_account_name)?;
-                c.authority("owner", &o.owner)?;
-                c.authority("active", &o.active)?;
-                c.authority("posting", &o.posting)?;
+                c.accounts(&[
+                    ("creator", &o.creator),
+                    ("new_account_name", &o.new_account_name),
+                ])?;
+                c.authorities(&[
+                    ("owner", &o.owner),
+                    ("active", &o.active),
+                    ("posting", &o.posting),
+                ])?;
                 c.json_or_empty("json_metadata", &o.json_metadata)
             }
             Operation::ClaimAccount(o) => {
@@ -367,8 +408,7 @@ impl Operation {
                 )
             }
             Operation::AccountWitnessVote(o) => {
-                c.account("account", &o.account)?;
-                c.account("witness", &o.witness)
+                c.accounts(&[("account", &o.account), ("witness", &o.witness)])
             }
             Operation::AccountWitnessProxy(o) => {
                 c.account("account", &o.account)?;
@@ -478,13 +518,17 @@ impl Operation {
                 Ok(())
             }
             Operation::SetWithdrawVestingRoute(o) => {
-                c.account("from_account", &o.from_account)?;
-                c.account("to_account", &o.to_account)?;
+                c.accounts(&[
+                    ("from_account", &o.from_account),
+                    ("to_account", &o.to_account),
+                ])?;
                 c.percent("percent", u32::from(o.percent))
             }
             Operation::RequestAccountRecovery(o) => {
-                c.account("recovery_account", &o.recovery_account)?;
-                c.account("account_to_recover", &o.account_to_recover)?;
+                c.accounts(&[
+                    ("recovery_account", &o.recovery_account),
+                    ("account_to_recover", &o.account_to_recover),
+                ])?;
                 c.authority("new_owner_authority", &o.new_owner_authority)
             }
             Operation::RecoverAccount(o) => {
@@ -500,14 +544,12 @@ impl Operation {
                     "cannot be trivial",
                 )
             }
-            Operation::ChangeRecoveryAccount(o) => {
-                c.account("account_to_recover", &o.account_to_recover)?;
-                c.account("new_recovery_account", &o.new_recovery_account)
-            }
+            Operation::ChangeRecoveryAccount(o) => c.accounts(&[
+                ("account_to_recover", &o.account_to_recover),
+                ("new_recovery_account", &o.new_recovery_account),
+            ]),
             Operation::EscrowTransfer(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.account("agent", &o.agent)?;
+                c.accounts(&[("from", &o.from), ("to", &o.to), ("agent", &o.agent)])?;
                 c.not_negative("fee", &o.fee)?;
                 c.not_negative("hbd_amount", &o.hbd_amount)?;
                 c.not_negative("hive_amount", &o.hive_amount)?;
@@ -532,10 +574,12 @@ impl Operation {
                 c.json_or_empty("json_meta", &o.json_meta)
             }
             Operation::EscrowApprove(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.account("agent", &o.agent)?;
-                c.account("who", &o.who)?;
+                c.accounts(&[
+                    ("from", &o.from),
+                    ("to", &o.to),
+                    ("agent", &o.agent),
+                    ("who", &o.who),
+                ])?;
                 c.that(
                     o.who == o.to || o.who == o.agent,
                     "who",
@@ -543,10 +587,12 @@ impl Operation {
                 )
             }
             Operation::EscrowDispute(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.account("agent", &o.agent)?;
-                c.account("who", &o.who)?;
+                c.accounts(&[
+                    ("from", &o.from),
+                    ("to", &o.to),
+                    ("agent", &o.agent),
+                    ("who", &o.who),
+                ])?;
                 c.that(
                     o.who == o.from || o.who == o.to,
                     "who",
@@ -554,11 +600,13 @@ impl Operation {
                 )
             }
             Operation::EscrowRelease(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.account("agent", &o.agent)?;
-                c.account("who", &o.who)?;
-                c.account("receiver", &o.receiver)?;
+                c.accounts(&[
+                    ("from", &o.from),
+                    ("to", &o.to),
+                    ("agent", &o.agent),
+                    ("who", &o.who),
+                    ("receiver", &o.receiver),
+                ])?;
                 c.that(
                     o.who == o.from || o.who == o.to || o.who == o.agent,
                     "who",
@@ -579,29 +627,16 @@ impl Operation {
                 c.symbol("hbd_amount", &o.hbd_amount, HBD)?;
                 c.symbol("hive_amount", &o.hive_amount, HIVE)
             }
-            Operation::TransferToSavings(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.positive("amount", &o.amount)?;
-                c.symbol("amount", &o.amount, LIQUID)?;
-                c.memo("memo", &o.memo)
-            }
-            Operation::TransferFromSavings(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
-                c.positive("amount", &o.amount)?;
-                c.symbol("amount", &o.amount, LIQUID)?;
-                c.memo("memo", &o.memo)
-            }
+            Operation::TransferToSavings(o) => c.savings(&o.from, &o.to, &o.amount, &o.memo),
+            Operation::TransferFromSavings(o) => c.savings(&o.from, &o.to, &o.amount, &o.memo),
             Operation::CancelTransferFromSavings(o) => c.account("from", &o.from),
             Operation::DeclineVotingRights(o) => c.account("account", &o.account),
-            Operation::ResetAccount(o) => {
-                c.account("reset_account", &o.reset_account)?;
-                c.account("account_to_reset", &o.account_to_reset)
-            }
+            Operation::ResetAccount(o) => c.accounts(&[
+                ("reset_account", &o.reset_account),
+                ("account_to_reset", &o.account_to_reset),
+            ]),
             Operation::SetResetAccount(o) => {
-                c.account("account", &o.account)?;
-                c.account("reset_account", &o.reset_account)
+                c.accounts(&[("account", &o.account), ("reset_account", &o.reset_account)])
             }
             Operation::ClaimRewardBalance(o) => {
                 c.account("account", &o.account)?;
@@ -620,8 +655,7 @@ impl Operation {
                 )
             }
             Operation::DelegateVestingShares(o) => {
-                c.account("delegator", &o.delegator)?;
-                c.account("delegatee", &o.delegatee)?;
+                c.accounts(&[("delegator", &o.delegator), ("delegatee", &o.delegatee)])?;
                 c.that(
                     o.delegator != o.delegatee,
                     "delegatee",
@@ -631,34 +665,17 @@ impl Operation {
                 c.not_negative("vesting_shares", &o.vesting_shares)
             }
             Operation::CreateProposal(o) => {
-                c.account("creator", &o.creator)?;
-                c.account("receiver", &o.receiver)?;
+                c.accounts(&[("creator", &o.creator), ("receiver", &o.receiver)])?;
                 c.that(
                     o.end_date.0 > o.start_date.0,
                     "end_date",
                     "must be after start_date",
                 )?;
-                c.symbol("daily_pay", &o.daily_pay, HBD)?;
-                c.not_negative("daily_pay", &o.daily_pay)?;
-                c.that(!o.subject.is_empty(), "subject", "is empty")?;
-                c.that(
-                    o.subject.len() <= PROPOSAL_SUBJECT_MAX_LENGTH,
-                    "subject",
-                    "longer than 80 bytes",
-                )?;
-                c.permlink("permlink", &o.permlink)
+                c.proposal(&o.daily_pay, &o.subject, &o.permlink)
             }
             Operation::UpdateProposal(o) => {
                 c.account("creator", &o.creator)?;
-                c.symbol("daily_pay", &o.daily_pay, HBD)?;
-                c.not_negative("daily_pay", &o.daily_pay)?;
-                c.that(!o.subject.is_empty(), "subject", "is empty")?;
-                c.that(
-                    o.subject.len() <= PROPOSAL_SUBJECT_MAX_LENGTH,
-                    "subject",
-                    "longer than 80 bytes",
-                )?;
-                c.permlink("permlink", &o.permlink)
+                c.proposal(&o.daily_pay, &o.subject, &o.permlink)
             }
             Operation::UpdateProposalVotes(o) => {
                 c.account("voter", &o.voter)?;
@@ -678,8 +695,7 @@ impl Operation {
                 )
             }
             Operation::RecurrentTransfer(o) => {
-                c.account("from", &o.from)?;
-                c.account("to", &o.to)?;
+                c.accounts(&[("from", &o.from), ("to", &o.to)])?;
                 c.that(o.from != o.to, "to", "cannot transfer to yourself")?;
                 c.symbol("amount", &o.amount, LIQUID)?;
                 c.not_negative("amount", &o.amount)?;

@@ -312,15 +312,6 @@ impl Sessions {
         })
     }
 
-    /// Whether `token` names a cached session of `account`.
-    fn knows_token(&self, account: &str, token: Option<&str>) -> bool {
-        token.is_some_and(|t| {
-            self.lock()
-                .get(account)
-                .is_some_and(|c| c.by_token.contains_key(&token_key(t)))
-        })
-    }
-
     /// The cached session with this id, if any.
     pub(crate) fn by_id(&self, account: &str, id: i64) -> Option<CachedSession> {
         let cache = self.lock();
@@ -342,8 +333,9 @@ impl Sessions {
         token: Option<&str>,
     ) -> Resolved<T> {
         self.ensure(store, account, false).await;
-        // A request naming its session by token does not queue behind trial decryptions.
-        if self.knows_token(account, token)
+        // A request naming its session by token does not queue behind trial decryptions
+        // (one key test; the token, when it names none or a wrong one, is not tried again).
+        if token.is_some()
             && let Some(found) = self.find(account, data, token, 0)
             && !matches!(found, Resolved::NotOurs)
         {
@@ -351,7 +343,7 @@ impl Sessions {
         }
         let _trial = self.trials.acquire().await;
         let before = self.loaded_at(account);
-        if let Some(found) = self.find(account, data, token, usize::MAX)
+        if let Some(found) = self.find(account, data, None, usize::MAX)
             && !matches!(found, Resolved::NotOurs)
         {
             return found;
@@ -361,7 +353,7 @@ impl Sessions {
         if self.loaded_at(account) == before {
             return Resolved::NotOurs;
         }
-        self.find(account, data, token, usize::MAX)
+        self.find(account, data, None, usize::MAX)
             .unwrap_or(Resolved::NotOurs)
     }
 
@@ -541,6 +533,15 @@ mod tests {
     use crate::state::sessions::{NewSession, insert};
     use crate::state::{Sealer, Sync};
 
+    fn store_in(dir: &std::path::Path) -> Store {
+        Store::open(
+            &dir.join("s.sqlite"),
+            Sealer::new(has_crypto::SecretBytes::new(vec![7; 32])),
+            Sync::Normal,
+        )
+        .unwrap()
+    }
+
     fn new(app: &str, key: &AuthKey) -> NewSession {
         NewSession {
             account: "alice".into(),
@@ -557,12 +558,7 @@ mod tests {
     #[tokio::test]
     async fn cached_sessions_share_their_app_name_and_only_their_accounts() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("s.sqlite"),
-            Sealer::new(has_crypto::SecretBytes::new(vec![7; 32])),
-            Sync::Normal,
-        )
-        .unwrap();
+        let store = store_in(dir.path());
         let keys: Vec<AuthKey> = (0..4).map(|_| AuthKey::generate()).collect();
         let sealer = store.sealer().clone();
         let ks = keys.clone();
@@ -601,12 +597,7 @@ mod tests {
     async fn a_token_finds_its_session_and_is_only_a_hint() {
         use has_protocol::payloads::ChallengeReqData;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            &dir.path().join("s.sqlite"),
-            Sealer::new(has_crypto::SecretBytes::new(vec![7; 32])),
-            Sync::Normal,
-        )
-        .unwrap();
+        let store = store_in(dir.path());
         let keys: Vec<AuthKey> = (0..300).map(|_| AuthKey::generate()).collect();
         let sealer = store.sealer().clone();
         let ks = keys.clone();

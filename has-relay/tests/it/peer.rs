@@ -152,3 +152,21 @@ pub async fn pksa(url: &str, server: &PublicKey, acct: &TestAccount) -> Peer {
 }
 
 pub const DATA: &str = "U2FsdGVkX18BAgMEBQYHCDvftjHluU7Q6gqbBOS5TwcQymcx+tfGNz5Zm1GTP+3T";
+
+/// A plain HTTP GET on the metrics address, the whole response (status line, headers,
+/// body). The address opens with the relay's task: this waits for it.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = loop {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            break s;
+        }
+        tokio::task::yield_now().await;
+    };
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}

@@ -394,23 +394,7 @@ async fn health_and_readiness_on_the_metrics_address() {
         c.max_connections = 1;
     })
     .await;
-    let get = |path: &'static str| async move {
-        // The metrics address opens with the relay's task: wait for it.
-        let mut s = loop {
-            if let Ok(s) = tokio::net::TcpStream::connect(metrics_port).await {
-                break s;
-            }
-            tokio::task::yield_now().await;
-        };
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
+    let get = |path: &'static str| http_get(metrics_port, path);
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     let r = get("/readyz").await;
     assert!(
@@ -448,17 +432,7 @@ async fn shutdown_closes_sockets_cleanly_and_metrics_count() {
         .await;
     app.recv().await;
     // Metrics over plain HTTP.
-    let body = loop {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(metrics_port).await {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            break out;
-        }
-        tokio::task::yield_now().await;
-    };
+    let body = http_get(metrics_port, "/metrics").await;
     assert!(body.contains("has_relay_connections 1"), "{body}");
     assert!(
         body.contains("has_relay_frames_total{cmd=\"auth_req\",outcome=\"accepted\"} 1"),

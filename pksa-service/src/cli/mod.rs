@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::config::{Config, KeySource, Settings};
+use crate::daemon::{self, Service};
+use crate::keystore::{KeyStore, read_passphrase};
+use crate::state::{self, Sealer, Store};
 
 /// The version with the commit it was built from (`unknown` outside a git checkout).
 pub const VERSION: &str = concat!(
@@ -16,9 +19,6 @@ pub const VERSION: &str = concat!(
     env!("PKSA_BUILD_COMMIT"),
     ")"
 );
-use crate::daemon::{self, Service};
-use crate::keystore::{KeyStore, read_passphrase};
-use crate::state::{self, Sealer, Store};
 
 mod audit;
 mod enroll;
@@ -357,11 +357,9 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.
             let pid_file = config.state.with_extension("pid");
-            let pid = PidFile::running(&pid_file)?;
-            let pid = pid.to_string();
-            let pid = pid.as_str();
+            let pid = PidFile::running(&pid_file)?.to_string();
             let st = std::process::Command::new("kill")
-                .args(["-HUP", pid])
+                .args(["-HUP", &pid])
                 .status()?;
             if !st.success() {
                 anyhow::bail!("could not signal process {pid}");

@@ -34,7 +34,7 @@ pub(crate) fn error_text(r: &Refusal) -> Option<String> {
         | Refusal::SessionEnded(_)
         | Refusal::NoEnrollment(_)
         | Refusal::KeyInUse => return None,
-        Refusal::Replay(_) => "nonce already used".into(),
+        Refusal::Replay(_) => has_protocol::payloads::NONCE_ALREADY_USED.into(),
         Refusal::NonceRequired => "nonce is required".into(),
         Refusal::NonceAhead(_) => "nonce is too far ahead of the clock".into(),
         Refusal::Invalid(_) => "invalid request".into(),

@@ -99,7 +99,10 @@ pub fn record(conn: &Connection, sealer: &Sealer, r: &Record, now: i64) -> Resul
     match &r.effect {
         Effect::None => {}
         Effect::ConsumeNonce { id, nonce } => sessions::consume_nonce(conn, *id, *nonce, now)?,
-        Effect::ConsumeData { id, data_hash } => sessions::consume_data(conn, *id, data_hash)?,
+        // Used already or not, it is used now.
+        Effect::ConsumeData { id, data_hash } => {
+            sessions::consume_data(conn, *id, data_hash)?;
+        }
         Effect::Spend(s) => spend::check_and_record(conn, &r.account, &r.uuid, s)?,
         Effect::Create(s) => {
             enrollments::consume(conn, &s.account, &s.app, now)?;

@@ -290,15 +290,10 @@ pub fn check_and_use(conn: &Connection, g: &Guard, now: i64) -> Result<()> {
                 .execute(params![g.id, n, floor, encode_nonces(&recent), now])?;
         }
         None => {
-            if let Some(hash) = &g.once {
-                let fresh = conn
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO used_data(session_id, data_hash) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![g.id, hash])?;
-                if fresh == 0 {
-                    return conflict(Conflict::NonceUsed);
-                }
+            if let Some(hash) = &g.once
+                && !consume_data(conn, g.id, hash)?
+            {
+                return conflict(Conflict::NonceUsed);
             }
             conn.prepare_cached("UPDATE sessions SET last_used = ?2 WHERE id = ?1")?
                 .execute(params![g.id, now])?;
@@ -307,11 +302,13 @@ pub fn check_and_use(conn: &Connection, g: &Guard, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Uses up the data of a refused request without a nonce (nothing if already used).
-pub fn consume_data(conn: &Connection, id: i64, data_hash: &str) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO used_data(session_id, data_hash) VALUES (?1, ?2)")?
-        .execute(params![id, data_hash])?;
-    Ok(())
+/// Uses up the data of a request without a nonce for the session; false when it was used
+/// already.
+pub fn consume_data(conn: &Connection, id: i64, data_hash: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("INSERT OR IGNORE INTO used_data(session_id, data_hash) VALUES (?1, ?2)")?
+        .execute(params![id, data_hash])?
+        == 1)
 }
 
 /// Forgets the data hashes of revoked sessions (the only ones that can never sign again; an

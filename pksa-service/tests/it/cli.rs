@@ -13,8 +13,19 @@ fn bin() -> Command {
 }
 
 fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    run_env(dir, &[], args, stdin)
+}
+
+/// [`run`] with these environment variables set.
+fn run_env(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let mut cmd = bin();
-    cmd.arg("--config")
+    cmd.envs(env.iter().copied())
+        .arg("--config")
         .arg(dir.join("pksa.toml"))
         .args(args)
         .stdin(Stdio::piped())
@@ -60,35 +71,16 @@ fn init_refuses_to_overwrite_and_writes_a_valid_example() {
     let wif = PrivateKey::from_login("alice", "pw", KeyRole::Posting)
         .unwrap()
         .to_wif();
-    let keys = |args: &[&str], input: Option<String>| {
-        let mut c = bin();
-        c.env("PKSA_PASSPHRASE", "quick-start-passphrase")
-            .arg("--config")
-            .arg(dir.path().join("pksa.toml"))
-            .arg("keys")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        if let Some(i) = input {
-            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let (ok, out) = keys(
-        &["add", "--account", "alice", "--role", "posting"],
-        Some(format!("{}\n", wif.expose_secret())),
+    let quick_start = [("PKSA_PASSPHRASE", "quick-start-passphrase")];
+    let (ok, _, err) = run_env(
+        dir.path(),
+        &quick_start,
+        &["keys", "add", "--account", "alice", "--role", "posting"],
+        Some(&format!("{}\n", wif.expose_secret())),
     );
-    assert!(ok, "{out}");
-    let (ok, out) = keys(&["list"], None);
-    assert!(ok && out.contains("alice"), "{out}");
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_env(dir.path(), &quick_start, &["keys", "list"], None);
+    assert!(ok && out.contains("alice"), "{out}{err}");
     // The config path from the environment.
     let out = bin()
         .env("PKSA_CONFIG", dir.path().join("pksa.toml"))

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use has_client::{AuthMode, HasClient, Session};
 use has_crypto::{KeyRole, PrivateKey, SharedSecretCache, memo::pok};
 use has_protocol::payloads::AppInfo;
-use has_protocol::{AuthReqSecret, frame};
+use has_protocol::{AuthKey, AuthReqSecret, frame};
 use hive_chain::ChainId;
 use hive_chain::accounts::Account;
 use hive_chain::dryrun::{self, DryRunNode};
@@ -551,6 +551,16 @@ impl RawApp {
             self.early.push(v);
         }
     }
+}
+
+/// An app's request frame as app libraries build it: `data` (the plaintext JSON) encrypted
+/// with the session's auth_key.
+pub fn app_frame(cmd: &str, account: &str, key: &AuthKey, data: &str) -> Value {
+    json!({
+        "cmd": cmd,
+        "account": account,
+        "data": has_crypto::cryptojs::encrypt(data, key.expose_secret()),
+    })
 }
 
 /// Milliseconds since the epoch.

@@ -198,11 +198,7 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     let frame = |s: &has_client::Session, permlink: &str| {
         let data =
             json!({"key_type": "posting", "ops": [vote("alice", permlink)], "broadcast": true});
-        json!({
-            "cmd": "sign_req",
-            "account": "alice",
-            "data": has_crypto::cryptojs::encrypt(&data.to_string(), s.auth_key.expose_secret()),
-        })
+        app_frame("sign_req", "alice", &s.auth_key, &data.to_string())
     };
     let mut app = RawApp::connect(&env.relay_url).await;
     let request = frame(&lib, "nonceless");
@@ -229,18 +225,14 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     let refused = app.reply(&uuid3, Duration::from_secs(10)).await.unwrap();
     assert_eq!(refused["cmd"], "sign_err", "{refused}");
     let e: ReplyError = serde_json::from_value(refused.clone()).unwrap();
-    assert_eq!(e.message(&lib.auth_key), "nonce already used");
+    assert_eq!(e.message(&lib.auth_key), NONCE_ALREADY_USED);
     assert_eq!(env.node.recorded().len(), 1);
     // Refused (here by the spend limit): the data is used up all the same, so the relay
     // cannot have it decided again later, once the limit's window has passed.
     let transfer = |s: &has_client::Session, amount: &str| {
         let data = json!({"key_type": "active", "broadcast": false,
             "ops": [["transfer", {"from": "alice", "to": "bob", "amount": amount, "memo": ""}]]});
-        json!({
-            "cmd": "sign_req",
-            "account": "alice",
-            "data": has_crypto::cryptojs::encrypt(&data.to_string(), s.auth_key.expose_secret()),
-        })
+        app_frame("sign_req", "alice", &s.auth_key, &data.to_string())
     };
     let u = app.request(transfer(&lib, "1.000 HIVE")).await;
     let r = app.reply(&u, Duration::from_secs(10)).await.unwrap();
@@ -258,7 +250,7 @@ async fn sign_requests_without_a_nonce_only_where_allowed_and_never_twice() {
     let r = app.reply(&u, Duration::from_secs(10)).await.unwrap();
     assert_eq!(r["cmd"], "sign_err", "{r}");
     let e: ReplyError = serde_json::from_value(r).unwrap();
-    assert_eq!(e.message(&lib.auth_key), "nonce already used");
+    assert_eq!(e.message(&lib.auth_key), NONCE_ALREADY_USED);
     // The same ciphertext with its padding stripped is the same request, not a new one.
     // (The length decides the padding: the first permlink length that gives some.)
     let padded = (1..64)
@@ -355,11 +347,7 @@ async fn sign_only_answers_carry_the_operations_as_the_app_wrote_them() {
     );
     let mut app = RawApp::connect(&env.relay_url).await;
     let uuid = app
-        .request(json!({
-            "cmd": "sign_req",
-            "account": "alice",
-            "data": has_crypto::cryptojs::encrypt(&data, s.auth_key.expose_secret()),
-        }))
+        .request(app_frame("sign_req", "alice", &s.auth_key, &data))
         .await;
     let reply = app.reply(&uuid, Duration::from_secs(10)).await.unwrap();
     assert_eq!(reply["cmd"], "sign_ack", "{reply}");

@@ -63,11 +63,7 @@ fn sign_frame(account: &str, key: &AuthKey, ops: Vec<Value>, nonce: Option<Value
     if let Some(n) = nonce {
         data["nonce"] = n;
     }
-    json!({
-        "cmd": "sign_req",
-        "account": account,
-        "data": has_crypto::cryptojs::encrypt(&data.to_string(), key.expose_secret()),
-    })
+    app_frame("sign_req", account, key, &data.to_string())
 }
 
 fn challenge_frame(
@@ -81,11 +77,7 @@ fn challenge_frame(
     if let Some(n) = nonce {
         data["nonce"] = json!(n);
     }
-    json!({
-        "cmd": "challenge_req",
-        "account": account,
-        "data": has_crypto::cryptojs::encrypt(&data.to_string(), key.expose_secret()),
-    })
+    app_frame("challenge_req", account, key, &data.to_string())
 }
 
 fn session_of(account: &str, key: &AuthKey, expire: i64) -> has_client::Session {
