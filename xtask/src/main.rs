@@ -163,8 +163,30 @@ fn fuzz_smoke(seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// Prints the free space where the build writes (CI machines can be short of disk; a CI run
+/// once failed with "No space left on device" while building the fuzz targets).
+fn disk_report(when: &str) {
+    let out = Command::new("df")
+        .args(["-Pk", "."])
+        .current_dir(js::root())
+        .output();
+    let free_kib = out.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = text.lines().nth(1)?.to_owned();
+        line.split_whitespace().nth(3)?.parse::<u64>().ok()
+    });
+    match free_kib {
+        Some(kib) => eprintln!(
+            "xtask: {when}: {:.1} GiB free on the build's disk",
+            kib as f64 / 1024.0 / 1024.0
+        ),
+        None => eprintln!("xtask: {when}: free disk space unknown (df failed)"),
+    }
+}
+
 fn ci(args: &[String]) -> Result<()> {
     let skip_fuzz = args.iter().any(|a| a == "--no-fuzz");
+    disk_report("start");
     sh("cargo", &["fmt", "--all", "--", "--check"], &[])?;
     sh(
         "cargo",
@@ -207,9 +229,15 @@ fn ci(args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
+    disk_report("release and bench builds done");
     if !skip_fuzz {
+        // The fuzz targets build into fuzz/target with sanitizers; the release binaries
+        // (hostile) and bench builds are not needed any more: give their space back first.
+        sh("cargo", &["clean", "--release"], &[])?;
+        disk_report("target/release removed");
         fuzz_smoke(5)?;
     }
+    disk_report("end");
     eprintln!("xtask: ci passed");
     Ok(())
 }
