@@ -45,7 +45,7 @@ pub struct SpendLimit {
 }
 
 /// One rule.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Rule id, reported with every decision it makes.

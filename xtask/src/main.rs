@@ -4,7 +4,7 @@
 //!   build).
 //! * `vectors`: regenerate the test vectors from the pinned JS libraries.
 //! * `validate-schemas`: regenerate `schemas/`, fail on changes, check the example corpus.
-//! * `interop <crypto|chain|relay> [--count N]`: live cross-check against the JS libraries.
+//! * `interop <crypto|chain|apps> [--count N]`: live cross-check against the JS libraries.
 //! * `bench crypto`: criterion benches and the same operations in Node, side by side.
 //! * `hostile [--seconds N]`: every attack a stranger can make on a relay and a service, with
 //!   the bounds it must stay within (release binaries on loopback; CI runs 5 s each).
@@ -13,6 +13,7 @@
 // xtask is a developer tool, not a library: indexing and early exits are acceptable here.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
+mod apps;
 mod bench;
 mod e2e;
 mod hostile;
@@ -25,7 +26,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|relay> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|apps> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N]>";
 
 fn main() {
     if let Err(e) = run() {
@@ -61,7 +62,7 @@ fn run() -> Result<()> {
                     .unwrap_or(500);
                 interop::chain(count)
             }
-            Some("relay") => relay::interop(),
+            Some("apps") => apps::interop(),
             _ => bail!("{USAGE}"),
         },
         Some("bench") => match args.get(1).map(String::as_str) {
@@ -209,7 +210,7 @@ fn ci(args: &[String]) -> Result<()> {
     schemas::validate_schemas()?;
     interop::crypto(200)?;
     interop::chain(500)?;
-    relay::interop()?;
+    apps::interop()?;
     // What strangers can do, briefly (release binaries on loopback).
     hostile::run(5)?;
     // Bench targets only (not every lib's test harness in release): clippy already type-checks

@@ -1,8 +1,6 @@
-//! `cargo xtask interop relay`: hive-auth-wrapper (npm) → has-relay → pksa-service, with
-//! every frame the wrapper saw checked against the schemas; `cargo xtask bench relay`: idle
-//! connection memory and relayed-message throughput of has-relay.
+//! `cargo xtask bench relay`: idle connection memory and relayed-message throughput of
+//! has-relay; the relay and frame helpers `interop apps` shares.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,7 +60,7 @@ pub(crate) fn start_relay(
     Ok((relay, format!("ws://127.0.0.1:{port}")))
 }
 
-fn scratch(name: &str) -> Result<PathBuf> {
+pub(crate) fn scratch(name: &str) -> Result<PathBuf> {
     let dir = js::root().join("target").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -71,7 +69,7 @@ fn scratch(name: &str) -> Result<PathBuf> {
 
 /// Checks one recorded frame: a known command of that direction, valid against its schema,
 /// and parsed by the typed model.
-fn check_frame(direction: &str, text: &str) -> Result<String> {
+pub(crate) fn check_frame(direction: &str, text: &str) -> Result<String> {
     let value: Value = serde_json::from_str(text).with_context(|| format!("not JSON: {text}"))?;
     let cmd = value
         .get("cmd")
@@ -91,138 +89,12 @@ fn check_frame(direction: &str, text: &str) -> Result<String> {
     Ok(cmd)
 }
 
-/// `cargo xtask interop relay`.
-pub fn interop() -> Result<()> {
-    crate::sh(
-        "cargo",
-        &["build", "-p", "has-relay", "-p", "pksa-service"],
-        &[],
-    )?;
-    let node_modules = js::ensure_installed()?.join("node_modules");
-    let bin = js::root().join("target").join("debug");
-    let dir = scratch("interop-relay")?;
-    let (account, password) = (
-        "interop-account",
-        &*format!("pw-{}", hex::encode(rand_bytes())),
-    );
-    let (_relay, relay_url) = start_relay(&bin, &dir, &[(account, password)], "")?;
-
-    let mut service = Command::new(bin.join("pksa-service"))
-        .args(["sandbox", "--json", "--relay", &relay_url])
-        .args(["--account", account, "--password", password])
-        .args(["--dir", &dir.join("service").to_string_lossy()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting pksa-service sandbox")?;
-    let stdout = service.stdout.take().context("service stdout")?;
-    let _service = Proc(service);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let info: Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("sandbox JSON line {line:?}"))?;
-    let field = |k: &str| -> Result<String> {
-        info.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .with_context(|| format!("sandbox JSON has no {k}"))
-    };
-    let posting = info
-        .pointer("/public_keys/posting")
-        .and_then(Value::as_str)
-        .context("sandbox JSON has no posting key")?
-        .to_owned();
-
-    eprintln!("xtask$ node xtask/js/interop_relay.js {relay_url} …");
-    let script = js::root().join("xtask").join("js").join("interop_relay.js");
-    let out = Command::new("node")
-        .arg(&script)
-        .args([
-            relay_url.as_str(),
-            &field("hive_api_url")?,
-            account,
-            &field("auth_req_secret")?,
-            &posting,
-        ])
-        .env("NODE_PATH", &node_modules)
-        .output()
-        .context("running node interop_relay.js")?;
-    if !out.status.success() {
-        bail!(
-            "interop_relay.js failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let report: Value = serde_json::from_slice(&out.stdout).context("interop_relay.js output")?;
-
-    let mut failed = vec![];
-    let checks = report["checks"].as_array().cloned().unwrap_or_default();
-    for c in &checks {
-        if c["ok"] != Value::Bool(true) {
-            failed.push(format!("check {}: {}", c["name"], c["detail"]));
-        }
-    }
-    let frames = report["frames"].as_array().cloned().unwrap_or_default();
-    let (mut sent, mut received) = (0, 0);
-    let mut commands = std::collections::BTreeMap::<String, usize>::new();
-    for f in &frames {
-        let text = f["text"].as_str().unwrap_or_default();
-        let direction = if f["dir"] == "out" {
-            sent += 1;
-            dir::APP_TO_RELAY
-        } else {
-            received += 1;
-            dir::RELAY_TO_APP
-        };
-        if f["binary"] == Value::Bool(true) {
-            failed.push(format!("binary frame {text}"));
-        }
-        match check_frame(direction, text) {
-            Ok(cmd) => *commands.entry(cmd).or_default() += 1,
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    let payloads = report["payloads"].as_array().cloned().unwrap_or_default();
-    for p in &payloads {
-        let name = p["name"].as_str().unwrap_or_default();
-        let text = p["text"].as_str().unwrap_or_default();
-        match serde_json::from_str::<Value>(text) {
-            Ok(v) => {
-                if let Err(e) = validate::validate(dir::PAYLOADS, name, &v) {
-                    failed.push(format!("payload {e} in {text}"));
-                }
-            }
-            Err(_) => failed.push(format!("payload {name} is not JSON: {text}")),
-        }
-    }
-    let version = report["wrapper_version"].as_str().unwrap_or("?");
-    println!(
-        "interop relay: hive-auth-wrapper {version} → has-relay → pksa-service: {} checks, {} frames ({sent} sent, {received} received: {}), {} inner payloads, {} failures",
-        checks.len(),
-        frames.len(),
-        commands
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        payloads.len(),
-        failed.len()
-    );
-    if checks.is_empty() || frames.is_empty() || payloads.is_empty() {
-        bail!("interop relay recorded nothing");
-    }
-    if !failed.is_empty() {
-        bail!("interop relay failures:\n{}", failed.join("\n"));
-    }
-    Ok(())
-}
-
-fn rand_bytes() -> [u8; 8] {
+/// 16 random hex characters (passwords and secrets of a run).
+pub(crate) fn rand_hex() -> String {
     use rand::Rng;
     let mut b = [0u8; 8];
     rand::rng().fill_bytes(&mut b);
-    b
+    hex::encode(b)
 }
 
 const IDLE_CONNECTIONS: usize = 10_000;

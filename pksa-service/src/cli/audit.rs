@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{AuditCmd, load_config, open_store, parse_duration};
+use super::{AuditCmd, load_config, open_store, parse_duration, rfc3339};
 use crate::state::now_ms;
 use crate::text::Escaped;
 
@@ -14,6 +14,7 @@ pub(super) fn run(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             account,
             app,
             since,
+            json,
         } => {
             let since = since
                 .map(|s| parse_duration(&s).map(|d| now_ms() - d.as_millis() as i64))
@@ -24,10 +25,20 @@ pub(super) fn run(path: &Path, cmd: AuditCmd) -> anyhow::Result<()> {
             })?;
             for r in rows {
                 let e = &r.entry;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": r.id, "time": rfc3339(r.time), "time_ms": r.time,
+                            "uuid": e.uuid, "account": e.account, "app": e.app, "cmd": e.cmd,
+                            "op_types": e.op_types, "decision": e.decision, "rule": e.rule,
+                            "reason": e.reason, "hash": r.hash})
+                    );
+                    continue;
+                }
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     r.id,
-                    r.time,
+                    rfc3339(r.time),
                     e.uuid,
                     e.account,
                     Escaped(&e.app),

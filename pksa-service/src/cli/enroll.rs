@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{EnrollArgs, EnrollCmd, load_config, open_store, parse_duration};
+use serde_json::json;
+
+use super::{EnrollArgs, EnrollCmd, load_config, local_time, open_store, parse_duration, rfc3339};
 use crate::state::{enrollments, now_ms};
 use crate::text::Escaped;
 
@@ -26,11 +28,20 @@ pub(super) fn run(path: &Path, a: EnrollArgs) -> anyhow::Result<()> {
             let (acct, app) = (account.clone(), a.app.clone());
             let id = store
                 .call_blocking(move |c| enrollments::open(c, &acct, app.as_deref(), until, uses))?;
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"id": id, "account": account, "app": a.app,
+                        "until": rfc3339(until), "until_ms": until, "uses_left": uses})
+                );
+                return Ok(());
+            }
             println!(
-                "enrollment window {id} open for {account}{} for {} s (until {until} ms since epoch), {}",
+                "enrollment window {id} open for {account}{} until {} ({} s), {}",
                 a.app
                     .map(|x| format!(", app {}", Escaped(&x)))
                     .unwrap_or_default(),
+                local_time(until),
                 d.as_secs(),
                 match uses {
                     Some(1) => "for one session".to_owned(),
@@ -39,9 +50,20 @@ pub(super) fn run(path: &Path, a: EnrollArgs) -> anyhow::Result<()> {
                 }
             );
         }
-        Some(EnrollCmd::List) => {
+        Some(EnrollCmd::List { json }) => {
             let now = now_ms();
             let rows = store.call_blocking(move |c| enrollments::list_open(c, now))?;
+            if json {
+                for w in rows {
+                    println!(
+                        "{}",
+                        json!({"id": w.id, "account": w.account, "app": w.app,
+                            "until": rfc3339(w.until), "until_ms": w.until,
+                            "seconds_left": (w.until - now) / 1000, "uses_left": w.uses_left})
+                    );
+                }
+                return Ok(());
+            }
             println!("id\taccount\tapp\tuntil\tseconds_left\tuses_left");
             for w in rows {
                 println!(
@@ -52,7 +74,7 @@ pub(super) fn run(path: &Path, a: EnrollArgs) -> anyhow::Result<()> {
                         .as_deref()
                         .map(|x| Escaped(x).to_string())
                         .unwrap_or_else(|| "*".into()),
-                    w.until,
+                    rfc3339(w.until),
                     (w.until - now) / 1000,
                     w.uses_left
                         .map(|u| u.to_string())

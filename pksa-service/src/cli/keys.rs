@@ -53,10 +53,18 @@ pub(super) fn run(path: &Path, cmd: KeysCmd) -> anyhow::Result<()> {
             ks.save(&ks_path, &pass, None)?;
             println!("added {account} {role} {public}");
         }
-        KeysCmd::List => {
+        KeysCmd::List { json } => {
             for (name, keys) in ks.accounts() {
                 for (role, public) in keys.public_keys() {
-                    println!("{name}\t{role}\t{public}");
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"account": name, "role": role.as_str(),
+                                "public_key": public.to_string()})
+                        );
+                    } else {
+                        println!("{name}\t{role}\t{public}");
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use has_crypto::{KeyRole, PrivateKey};
 use tokio::sync::watch;
 
 use crate::config::{Config, KeySource, Settings};
@@ -86,6 +87,30 @@ pub enum Command {
     Audit(AuditCmd),
     /// Ask the running service (pid file next to the state) to reload config and policy.
     Reload,
+    /// A dry-run Hive node alone (the sandbox's), on loopback: it verifies transactions as
+    /// hived does and records them; nothing reaches a real chain. For `hive_api` in a test
+    /// deployment of `run`.
+    DevNode(DevNodeArgs),
+}
+
+/// `dev-node` flags.
+#[derive(Debug, Args)]
+pub struct DevNodeArgs {
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// The accounts it knows, in has-relay's accounts file format.
+    #[arg(long, required_unless_present = "account")]
+    pub accounts: Option<PathBuf>,
+    /// An account with login-derived keys (with --password), as the sandbox's.
+    #[arg(long, requires = "password", conflicts_with = "accounts")]
+    pub account: Option<String>,
+    /// The password its keys derive from.
+    #[arg(long, requires = "account")]
+    pub password: Option<String>,
+    /// Print the node's URL and accounts as one JSON line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Sandbox flags.
@@ -118,6 +143,10 @@ pub struct SandboxArgs {
     /// Prometheus metrics and health on this address.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// The auth_req_secret apps use (at least 16 characters; default: random), so an app's
+    /// configuration outlives a sandbox restart.
+    #[arg(long, env = "PKSA_SANDBOX_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 /// `enroll` flags and subcommands.
@@ -142,13 +171,20 @@ pub struct EnrollArgs {
     /// Any number of sessions until the window closes.
     #[arg(long, conflicts_with = "uses")]
     pub unlimited: bool,
+    /// Print the window as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `enroll` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum EnrollCmd {
     /// List the open windows.
-    List,
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Close windows now: one by id, or every window of an account.
     Close {
         /// This window.
@@ -173,7 +209,11 @@ pub enum KeysCmd {
         role: String,
     },
     /// List accounts and public keys.
-    List,
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a key (or all keys of the account).
     Remove {
         /// Account.
@@ -199,12 +239,18 @@ pub enum SessionCmd {
         /// Lifetime in days.
         #[arg(long, default_value_t = 90.0)]
         days: f64,
+        /// Print the session as one JSON object (with its auth_key).
+        #[arg(long)]
+        json: bool,
     },
     /// List sessions (keys are never shown).
     List {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a session by id.
     Revoke {
@@ -251,31 +297,56 @@ pub enum AuditCmd {
         /// Only since this long ago (10m, 2h, 1d).
         #[arg(long)]
         since: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify the hash chain.
     Verify,
 }
 
-/// Parses 30s / 10m / 2h / 1d.
+/// Parses a duration: `30s`, `10m`, `2h`, `1d`, `1h 30m`, `90 minutes` (jiff's friendly
+/// format; a day is 24 hours), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    let bad = || format!("{s:?} is not a duration like 30s, 10m, 2h, 1d or 1h30m");
+    let secs = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<f64>().map_err(|_| bad())?
+    } else {
+        let span: jiff::Span = s.trim().parse().map_err(|_| bad())?;
+        span.total((
+            jiff::Unit::Second,
+            jiff::SpanRelativeTo::days_are_24_hours(),
+        ))
+        .map_err(|_| {
+            format!("{s:?}: use units from seconds to days (not weeks, months or years)")
+        })?
     };
     if !(secs > 0.0 && secs < 3650.0 * 86400.0) {
-        return Err(format!("{s:?} is out of range"));
+        return Err(format!(
+            "{s:?} is out of range (more than 0, less than 10 years)"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A time in ms since the epoch as RFC 3339 in UTC, to the second
+/// (`2026-12-03T06:40:00Z`); the number itself if it is out of range.
+pub fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| format!("{t:.0}"))
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// A time in ms since the epoch in the machine's local time zone, for people
+/// (`2026-12-03 07:40:00 +01:00`).
+pub fn local_time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ms.to_string())
 }
 
 /// Sets up tracing (human or JSON).
@@ -353,6 +424,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Policy(p)) => tokio::task::block_in_place(|| policy::run(&cli.config, p)),
         Some(Command::Audit(a)) => tokio::task::block_in_place(|| audit::run(&cli.config, a)),
+        Some(Command::DevNode(a)) => dev_node(a).await,
         Some(Command::Reload) => {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.
@@ -374,9 +446,8 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
-    if !a.json {
-        init_logging(json_logs);
-    }
+    // Logs go to stderr, with --json too (stdout then carries the one JSON line).
+    init_logging(json_logs);
     let sb = sandbox::start(sandbox::Options {
         port: a.port,
         hive_port: a.hive_port,
@@ -385,6 +456,7 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
         account: a.account,
         password: a.password,
         relay: a.relay,
+        secret: a.secret,
     })
     .await?;
     if a.json {
@@ -400,6 +472,47 @@ async fn sandbox(a: SandboxArgs, json_logs: bool) -> anyhow::Result<()> {
     // SIGTERM (a service manager, `docker stop`) cleans up as Ctrl-C does.
     shutdown_signal().await;
     sb.stop().await
+}
+
+async fn dev_node(a: DevNodeArgs) -> anyhow::Result<()> {
+    use hive_chain::accounts::{Account, load_accounts_file};
+    let accounts: Vec<Account> = match (&a.accounts, &a.account, &a.password) {
+        (Some(file), _, _) => load_accounts_file(file)?
+            .into_iter()
+            .map(|(acc, _)| acc)
+            .collect(),
+        (None, Some(name), Some(password)) => {
+            has_protocol::AccountName::new(name).map_err(anyhow::Error::msg)?;
+            let key = |r| PrivateKey::from_login(name, password, r).map(|k| *k.public_key());
+            vec![Account::with_keys(
+                name,
+                key(KeyRole::Owner)?,
+                key(KeyRole::Active)?,
+                key(KeyRole::Posting)?,
+                key(KeyRole::Memo)?,
+            )]
+        }
+        _ => anyhow::bail!("give --accounts FILE, or --account NAME with --password"),
+    };
+    let names: Vec<String> = accounts.iter().map(|acc| acc.name.clone()).collect();
+    let node = hive_chain::dryrun::DryRunNode::new(hive_chain::ChainId::MAINNET, accounts);
+    let (url, task) = hive_chain::dryrun::spawn(node, a.port).await?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "hive_api_url": url, "accounts": names })
+        );
+    } else {
+        init_logging(false);
+        println!(
+            "dry-run Hive node (mainnet chain id; nothing reaches a real chain)\n\n  hive_api  {url}\n  accounts  {}\n\n  Ctrl-C stops it.",
+            names.join(", ")
+        );
+    }
+    tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        r = task => r.map_err(anyhow::Error::from),
+    }
 }
 
 async fn run(
@@ -600,8 +713,26 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1.5d").unwrap(), Duration::from_secs(129600));
-        assert!(parse_duration("10y").is_err());
-        assert!(parse_duration("m").is_err());
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("90 minutes").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        for bad in ["10y", "2 months", "m", "", "0s", "-5m", "99999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_276_400_123), "2026-12-03T05:40:00Z");
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
+        // Local time carries its offset, whatever the zone.
+        let l = local_time(1_796_276_400_000);
+        assert!(l.len() == "2026-12-03 06:20:00 +00:00".len(), "{l}");
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::daemon::{self, Service};
 use crate::keystore::KeyStore;
-use crate::policy::PolicyConfig;
+use crate::policy::{PolicyConfig, Rule};
 use crate::state::{self, Sealer, Store, enrollments, now_ms};
 
 /// Sandbox options.
@@ -41,6 +41,24 @@ pub struct Options {
     pub password: Option<String>,
     /// Register on this external relay instead of starting one (it must know the account).
     pub relay: Option<String>,
+    /// Use this auth_req_secret instead of a random one (apps keep theirs across restarts).
+    pub secret: Option<String>,
+}
+
+/// The sandbox's policy: the built-in default (posting operations, posting and memo
+/// challenges), and sign requests without a nonce accepted from every app, so app libraries
+/// that send none (hive-auth-client) work as they are. A real deployment refuses them unless
+/// a rule says `sign_without_nonce = true` for that app; the banner says so.
+pub fn sandbox_policy() -> PolicyConfig {
+    PolicyConfig {
+        rules: vec![Rule {
+            id: "sandbox".into(),
+            sign_without_nonce: true,
+            // As the built-in default: no value to other accounts (comment beneficiaries).
+            transfer_to: Some(vec![]),
+            ..Rule::default()
+        }],
+    }
 }
 
 /// A running sandbox.
@@ -168,7 +186,11 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     store
         .call(move |c| enrollments::open(c, &acct, None, now_ms() + 10 * 60 * 1000, None))
         .await?;
-    let secret = AuthReqSecret::generate();
+    let secret = match &opts.secret {
+        Some(s) if s.len() >= 16 => AuthReqSecret::new(s.clone()),
+        Some(_) => anyhow::bail!("--secret: at least 16 characters"),
+        None => AuthReqSecret::generate(),
+    };
     let settings = Settings {
         auth_req_secret: Some(secret.clone()),
         session_lifetime: Duration::from_secs(86400),
@@ -182,7 +204,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         log_payloads: false,
         answer_retention: Duration::from_secs(86_400),
         audit_retention: None,
-        policy: PolicyConfig::default(),
+        policy: sandbox_policy(),
     };
     let rpc = daemon::rpc_client(vec![hive_api_url.clone()])?;
     let svc = Service::new(
@@ -269,6 +291,11 @@ impl Sandbox {
              \n    cargo run -p has-client -- --server {} --session /tmp/sandbox-session.json auth --account {} --secret='{}'\n\
              \n  then sign or challenge with the saved session:\n\
              \n    cargo run -p has-client -- --server {} --session /tmp/sandbox-session.json challenge --text hello\n\
+             \n  A JS app (hive-auth-wrapper; Aioha's HiveAuth provider through its bundled copy):\n\
+             \n    HAS.setOptions({{ host: \"{}\", auth_key_secret: \"{}\" }})\n\
+             \n  Policy: the default (posting operations; posting and memo challenges), and sign\n\
+             \n  requests without a nonce from any app (a real deployment needs a rule saying\n\
+             \n  sign_without_nonce = true for such an app). --secret keeps the secret across restarts.\n\
              \n  Ctrl-C stops the sandbox.\n",
             self.relay_url,
             self.hive_api_url,
@@ -279,7 +306,9 @@ impl Sandbox {
             self.relay_url,
             self.account,
             self.secret.expose_secret(),
-            self.relay_url
+            self.relay_url,
+            self.relay_url,
+            self.secret.expose_secret()
         )
     }
 

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use has_protocol::AuthKey;
 
-use super::{SessionCmd, load_config, open_store};
+use serde_json::json;
+
+use super::{SessionCmd, load_config, open_store, rfc3339};
 use crate::state::now_ms;
 use crate::state::sessions::{self, NewSession};
 use crate::text::Escaped;
@@ -13,7 +15,12 @@ pub(super) fn run(path: &Path, cmd: SessionCmd) -> anyhow::Result<()> {
     let config = load_config(path)?;
     let (ks, store) = open_store(&config)?;
     match cmd {
-        SessionCmd::Create { account, app, days } => {
+        SessionCmd::Create {
+            account,
+            app,
+            days,
+            json,
+        } => {
             if ks.account(&account).is_none() {
                 anyhow::bail!("no keys for {account} in the keystore");
             }
@@ -34,15 +41,37 @@ pub(super) fn run(path: &Path, cmd: SessionCmd) -> anyhow::Result<()> {
                 nonce_floor: 0,
             };
             let id = store.call_blocking(move |c| sessions::insert(c, &sealer, &new))?;
-            println!("session {id} for {account} / {app}");
+            if json {
+                println!(
+                    "{}",
+                    json!({"id": id, "account": account, "app": app,
+                        "auth_key": key.expose_secret(), "expire_ms": expire,
+                        "expire": rfc3339(expire)})
+                );
+                return Ok(());
+            }
+            println!("session {id} for {account} / {}", Escaped(&app));
             println!("auth_key {}", key.expose_secret());
-            println!("expire   {expire}");
+            println!("expire   {} ({expire} ms)", rfc3339(expire));
             println!(
                 "Put the auth_key and expiry in the app's configuration; anyone holding the key can act for {app}."
             );
         }
-        SessionCmd::List { account } => {
+        SessionCmd::List { account, json } => {
             let rows = store.call_blocking(move |c| sessions::list(c, account.as_deref()))?;
+            if json {
+                for r in rows {
+                    println!(
+                        "{}",
+                        json!({"id": r.id, "account": r.account, "app": r.app,
+                            "origin": r.origin, "created": rfc3339(r.created),
+                            "expire": rfc3339(r.expire), "expire_ms": r.expire,
+                            "last_used": r.last_used.map(rfc3339),
+                            "last_nonce": r.last_nonce, "revoked": r.revoked})
+                    );
+                }
+                return Ok(());
+            }
             println!("id\taccount\tapp\torigin\texpire\tlast_nonce\trevoked");
             for r in rows {
                 println!(
@@ -51,7 +80,7 @@ pub(super) fn run(path: &Path, cmd: SessionCmd) -> anyhow::Result<()> {
                     r.account,
                     Escaped(&r.app),
                     r.origin,
-                    r.expire,
+                    rfc3339(r.expire),
                     r.last_nonce,
                     r.revoked
                 );

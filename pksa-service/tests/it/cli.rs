@@ -132,6 +132,13 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         out.trim(),
         format!("alice\tposting\t{}", posting.public_key())
     );
+    let (_, out, _) = run(dir.path(), &["keys", "list", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"account": "alice", "role": "posting",
+            "public_key": posting.public_key().to_string()})
+    );
     // The keystore file holds no key in clear.
     let bytes = std::fs::read(dir.path().join("keystore.age")).unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains(wif.expose_secret()));
@@ -162,6 +169,54 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         list.contains("alice\tbot\toperator") && !list.contains(&auth_key),
         "keys are never listed: {list}"
     );
+    // Times in RFC 3339 (UTC); --json gives one object per session, never its key.
+    let expire_line = out.lines().find(|l| l.starts_with("expire")).unwrap();
+    assert!(
+        expire_line.contains('T') && expire_line.contains("Z ("),
+        "{expire_line}"
+    );
+    let (_, list, _) = run(dir.path(), &["session", "list", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+    assert_eq!(
+        (
+            &v["id"],
+            &v["account"],
+            &v["app"],
+            &v["origin"],
+            &v["revoked"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!("alice"),
+            &serde_json::json!("bot"),
+            &serde_json::json!("operator"),
+            &serde_json::json!(false)
+        ),
+        "{list}"
+    );
+    assert!(
+        v["expire"].as_str().unwrap().ends_with('Z') && !list.contains(&auth_key),
+        "{list}"
+    );
+    let (ok, out, _) = run(
+        dir.path(),
+        &[
+            "session",
+            "create",
+            "--account",
+            "alice",
+            "--app",
+            "tool",
+            "--json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        ok && v["id"] == 2 && v["auth_key"].as_str().unwrap().len() == 36,
+        "{out}"
+    );
+    assert!(run(dir.path(), &["session", "revoke", "2"], None).0);
     assert!(run(dir.path(), &["session", "revoke", "1"], None).0);
     assert!(!run(dir.path(), &["session", "revoke", "99"], None).0);
     let (ok, out, _) = run(
@@ -178,7 +233,8 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         None,
     );
     assert!(
-        ok && out.contains("enrollment window 1 open for alice, app bot")
+        ok && out.contains("enrollment window 1 open for alice, app bot until 20")
+            && out.contains("(600 s)")
             && out.contains("for one session"),
         "{out}"
     );
@@ -217,6 +273,30 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         "{out}"
     );
     assert!(lines[3].ends_with("\tunlimited"), "{out}");
+    let (ok, out, _) = run(dir.path(), &["enroll", "list", "--json"], None);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ok && rows.len() == 3, "{out}");
+    assert_eq!(
+        (&rows[0]["app"], &rows[1]["app"], &rows[2]["uses_left"]),
+        (
+            &serde_json::json!("bot"),
+            &serde_json::Value::Null,
+            &serde_json::Value::Null
+        ),
+        "{out}"
+    );
+    assert!(rows[0]["until"].as_str().unwrap().ends_with('Z'), "{out}");
+    let (ok, out, _) = run(
+        dir.path(),
+        &["enroll", "--account", "alice", "--for", "1h30m", "--json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(ok && v["id"] == 4 && v["uses_left"] == 1, "{out}");
+    assert!(run(dir.path(), &["enroll", "close", "--id", "4"], None).0);
     assert!(run(dir.path(), &["enroll", "close", "--id", "1"], None).0);
     assert!(
         !run(dir.path(), &["enroll", "close", "--id", "1"], None).0,
@@ -358,6 +438,25 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
     }
     let (ok, out, _) = run(dir.path(), &["audit", "list", "--account", "alice"], None);
     assert!(ok && out.lines().count() == 4, "{out}");
+    let (ok, out, _) = run(
+        dir.path(),
+        &["audit", "list", "--since", "1h", "--json"],
+        None,
+    );
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ok && rows.len() == 4, "{out}");
+    assert_eq!(
+        (&rows[3]["uuid"], &rows[3]["decision"], &rows[3]["rule"]),
+        (
+            &serde_json::json!("u3"),
+            &serde_json::json!("approve"),
+            &serde_json::json!("default")
+        )
+    );
+    assert!(rows[3]["time"].as_str().unwrap().ends_with('Z'), "{out}");
     let (ok, out, _) = run(dir.path(), &["audit", "verify"], None);
     assert!(ok && out.contains("intact: 4 rows"), "{out}");
     // The newest row deleted: the chain still links, the sealed head says what is missing.
@@ -637,4 +736,83 @@ fn reload_signals_only_a_running_service() {
     assert!(!pid_file.exists(), "the pid file outlived the service");
     let (ok, _, err) = run(dir.path(), &["reload"], None);
     assert!(!ok && err.contains("is the service running"), "{err}");
+}
+
+/// `dev-node`: a dry-run Hive node alone, serving the accounts it was given, for `hive_api` of
+/// a test deployment of `run`.
+#[test]
+fn dev_node_serves_the_accounts_it_was_given() {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str, role| {
+        *PrivateKey::from_login(name, "pw", role)
+            .unwrap()
+            .public_key()
+    };
+    let account = |name: &str| {
+        hive_chain::accounts::Account::with_keys(
+            name,
+            key(name, KeyRole::Owner),
+            key(name, KeyRole::Active),
+            key(name, KeyRole::Posting),
+            key(name, KeyRole::Memo),
+        )
+    };
+    let file = dir.path().join("accounts.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&[account("carol"), account("dave")]).unwrap(),
+    )
+    .unwrap();
+    let file_s = file.to_string_lossy().into_owned();
+    for (args, names) in [
+        (
+            vec!["--account", "alice", "--password", "pw"],
+            vec!["alice"],
+        ),
+        (vec!["--accounts", file_s.as_str()], vec!["carol", "dave"]),
+    ] {
+        let mut child = bin()
+            .arg("dev-node")
+            .arg("--json")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let _node = Kill(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(info["accounts"], serde_json::json!(names), "{line}");
+        let url = info["hive_api_url"].as_str().unwrap().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let found = rt.block_on(async {
+            let rpc = hive_chain::rpc::RpcClient::new(vec![url], Default::default()).unwrap();
+            let asked: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            rpc.get_accounts(&asked).await.unwrap()
+        });
+        assert_eq!(found.len(), names.len());
+        for (acc, name) in found.iter().zip(&names) {
+            assert_eq!(acc.name, *name);
+            assert_eq!(
+                serde_json::to_value(&acc.memo_key).unwrap(),
+                serde_json::json!(key(name, KeyRole::Memo).to_string()),
+                "{name}"
+            );
+        }
+    }
+    // Nothing to serve: refused before listening.
+    let out = bin().arg("dev-node").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--accounts"), "{err}");
 }

@@ -76,7 +76,8 @@ fn demo_drives_every_flow_through_the_binary_and_exits_0() {
 
 #[test]
 fn json_line_describes_a_usable_sandbox() {
-    let mut child = sandbox_bin(&["--json"], Stdio::piped(), Stdio::null());
+    let logs = tempfile::NamedTempFile::new().unwrap();
+    let mut child = sandbox_bin(&["--json"], Stdio::piped(), logs.reopen().unwrap().into());
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
@@ -122,6 +123,15 @@ fn json_line_describes_a_usable_sandbox() {
             .unwrap();
         assert!(matches!(r, SignResult::Broadcast { .. }), "{r:?}");
     });
+    // With --json the service still logs, to stderr (it logs its registration for the account
+    // before the JSON line is printed).
+    let logs = std::fs::read_to_string(logs.path()).unwrap();
+    let account = info["account"].as_str().unwrap();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("registered") && l.contains(account)),
+        "{logs}"
+    );
     // SIGTERM stops it cleanly, its temporary state directory removed, as on Ctrl-C.
     let dir = std::path::PathBuf::from(info["dir"].as_str().unwrap());
     assert!(dir.is_dir(), "{line}");
@@ -148,8 +158,10 @@ async fn a_kept_directory_keeps_its_sessions_across_restarts() {
         account: Some("kept-sandbox".into()),
         password: Some("kept-sandbox-password".into()),
         relay: None,
+        secret: Some("kept-sandbox-auth-req-secret".into()),
     };
     let sb = sandbox::start(opts()).await.unwrap();
+    assert_eq!(sb.secret.expose_secret(), "kept-sandbox-auth-req-secret");
     let client = client_for(&sb.relay_url, &sb.hive_api_url).await;
     let session = client
         .authenticate(
@@ -195,6 +207,18 @@ async fn a_kept_directory_keeps_its_sessions_across_restarts() {
         )
         .await
         .unwrap();
+    // The fixed secret still enrolls a new app after the restart.
+    client
+        .authenticate(
+            &sb.account,
+            Env::app("after-restart"),
+            None,
+            AuthMode::ServiceSecret(has_protocol::AuthReqSecret::new(
+                "kept-sandbox-auth-req-secret",
+            )),
+        )
+        .await
+        .unwrap();
     drop(client);
     sb.stop().await.unwrap();
 
@@ -203,4 +227,45 @@ async fn a_kept_directory_keeps_its_sessions_across_restarts() {
     std::fs::write(dir.path().join("sandbox.statekey"), "00".repeat(32)).unwrap();
     let e = sandbox::start(opts()).await.unwrap_err().to_string();
     assert!(e.contains("another keystore"), "{e}");
+}
+
+#[tokio::test]
+async fn a_short_secret_is_refused() {
+    let e = sandbox::start(Options {
+        secret: Some("short".into()),
+        ..Options::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("at least 16"), "{e}");
+}
+
+/// The sandbox decides as the built-in default does, except that it accepts sign requests
+/// without a nonce (for app libraries that send none).
+#[test]
+fn the_sandbox_policy_is_the_default_plus_nonceless_signing() {
+    use pksa_service::policy::{PolicyConfig, explain};
+    let (default, sandbox) = (PolicyConfig::default(), sandbox::sandbox_policy());
+    let chain = hive_chain::ChainId::MAINNET;
+    let requests = [
+        serde_json::json!([["vote", {"voter": "sbx", "author": "abc", "permlink": "p", "weight": 10000}]]),
+        serde_json::json!([["transfer", {"from": "sbx", "to": "abc", "amount": "1.000 HIVE", "memo": ""}]]),
+        serde_json::json!([["comment_options", {"author": "sbx", "permlink": "p",
+            "max_accepted_payout": "1000.000 HBD", "percent_hbd": 10000, "allow_votes": true,
+            "allow_curation_rewards": true,
+            "extensions": [[0, {"beneficiaries": [{"account": "other", "weight": 1000}]}]]}]]),
+        serde_json::json!([["custom_json", {"required_auths": [], "required_posting_auths": ["sbx"],
+            "id": "x", "json": "{}"}]]),
+        serde_json::json!({"key_type": "posting", "challenge": "c"}),
+        serde_json::json!({"key_type": "memo", "challenge": "c"}),
+        serde_json::json!({"key_type": "active", "challenge": "c"}),
+    ];
+    for r in &requests {
+        let d = explain(&default, r, "sbx", "app", false, &chain).unwrap();
+        let s = explain(&sandbox, r, "sbx", "app", false, &chain).unwrap();
+        assert_eq!(d.approve, s.approve, "{r}: {d:?} / {s:?}");
+    }
+    assert!(!default.sign_without_nonce("sbx", "any-app"));
+    assert!(sandbox.sign_without_nonce("sbx", "any-app"));
 }
