@@ -472,6 +472,52 @@ impl Settings {
 }
 
 /// The commented example `pksa-service init` writes.
+/// [`EXAMPLE`] in the layout of `dist/pksa.service` (`init --system`): keystore and state in
+/// `state_dir` (the unit's `StateDirectory=`), the passphrase from the systemd credential
+/// [`SYSTEM_CREDENTIAL`], JSON logs for the journal.
+pub fn system_example(state_dir: &Path) -> Result<String, String> {
+    let dir = state_dir
+        .to_str()
+        .filter(|d| d.starts_with('/') && !d.contains('"'));
+    let Some(dir) = dir.map(|d| d.trim_end_matches('/')) else {
+        return Err("--state-dir must be an absolute path without quotes".into());
+    };
+    let mut text = EXAMPLE.to_owned();
+    for (from, to) in [
+        (
+            "keystore = \"keystore.age\"",
+            format!("keystore = \"{dir}/keystore.age\""),
+        ),
+        (
+            "keystore_passphrase = \"env:PKSA_PASSPHRASE\"",
+            format!("keystore_passphrase = \"credential:{SYSTEM_CREDENTIAL}\""),
+        ),
+        (
+            "# The quick start exports PKSA_PASSPHRASE.",
+            "# LoadCredentialEncrypted= in the unit; at a terminal, the CLI asks for it.".into(),
+        ),
+        (
+            "state = \"pksa-state.sqlite\"",
+            format!("state = \"{dir}/pksa-state.sqlite\""),
+        ),
+        (
+            "format = \"human\"   # or \"json\"",
+            "format = \"json\"   # or \"human\"".into(),
+        ),
+    ] {
+        if !text.contains(from) {
+            return Err(format!("init --system: the template has no line {from:?}"));
+        }
+        text = text.replacen(from, &to, 1);
+    }
+    Ok(format!(
+        "# Layout of dist/pksa.service (pksa-service init --system).\n{text}"
+    ))
+}
+
+/// The systemd credential holding the keystore passphrase in `dist/pksa.service`.
+pub const SYSTEM_CREDENTIAL: &str = "pksa-passphrase";
+
 pub const EXAMPLE: &str = r#"# pksa-service configuration. Paths are relative to this file.
 
 # Name announced to HAS servers in register_req.
@@ -551,6 +597,21 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("/etc/pksa/pksa.toml"))
+    }
+
+    #[test]
+    fn system_example_parses_with_the_unit_layout() {
+        let c = parse(&system_example(Path::new("/var/lib/pksa/")).unwrap()).unwrap();
+        assert_eq!(c.state, Path::new("/var/lib/pksa/pksa-state.sqlite"));
+        assert_eq!(
+            c.keys,
+            KeySource::Keystore {
+                path: "/var/lib/pksa/keystore.age".into(),
+                passphrase: PassphraseSource::Credential(SYSTEM_CREDENTIAL.into())
+            }
+        );
+        assert!(c.log.json);
+        assert!(system_example(Path::new("relative")).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! logs: they are [`PrivateKey`]s (redacted `Debug`, zeroized).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -402,14 +403,20 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<SecretString, Keysto
         PassphraseSource::File(p) => std::fs::read_to_string(p)
             .map(first_line)
             .map_err(|e| KeystoreError::Passphrase(format!("{}: {e}", p.display()))),
-        PassphraseSource::Credential(name) => {
-            let dir = std::env::var("CREDENTIALS_DIRECTORY")
-                .map_err(|_| KeystoreError::Passphrase("CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=)".into()))?;
-            let p = Path::new(&dir).join(name);
-            std::fs::read_to_string(&p)
-                .map(first_line)
-                .map_err(|e| KeystoreError::Passphrase(format!("{}: {e}", p.display())))
-        }
+        PassphraseSource::Credential(name) => match std::env::var("CREDENTIALS_DIRECTORY") {
+            Ok(dir) => {
+                let p = Path::new(&dir).join(name);
+                std::fs::read_to_string(&p)
+                    .map(first_line)
+                    .map_err(|e| KeystoreError::Passphrase(format!("{}: {e}", p.display())))
+            }
+            // An operator's command beside the unit (`sudo -u pksa pksa-service keys add`):
+            // the credential is the unit's, so the passphrase is asked at the terminal.
+            Err(_) if std::io::stdin().is_terminal() => prompt("Keystore passphrase: "),
+            Err(_) => Err(KeystoreError::Passphrase(format!(
+                "credential:{name}: CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=) and there is no terminal to ask at"
+            ))),
+        },
         PassphraseSource::Prompt => prompt("Keystore passphrase: "),
     }?;
     if pass.expose_secret().is_empty() {
@@ -425,7 +432,14 @@ pub fn read_passphrase(source: &PassphraseSource) -> Result<SecretString, Keysto
 /// would lock the keys away for good); from other sources as [`read_passphrase`].
 pub fn read_new_passphrase(source: &PassphraseSource) -> Result<SecretString, KeystoreError> {
     let first = read_passphrase(source)?;
-    if *source == PassphraseSource::Prompt {
+    let prompted = match source {
+        PassphraseSource::Prompt => true,
+        PassphraseSource::Credential(_) => {
+            std::env::var_os("CREDENTIALS_DIRECTORY").is_none() && std::io::stdin().is_terminal()
+        }
+        _ => false,
+    };
+    if prompted {
         let again = prompt("Repeat the new keystore passphrase: ")?;
         if again.expose_secret() != first.expose_secret() {
             return Err(KeystoreError::Passphrase(

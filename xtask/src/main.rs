@@ -185,6 +185,28 @@ fn disk_report(when: &str) {
     }
 }
 
+/// `dist/pksa.service`: systemd's own rating of its sandboxing, offline (no systemd needs to
+/// run). Fails above an exposure of 2.0 ("OK" starts below 4.0; the unit rates 1.2).
+fn systemd_unit() -> Result<()> {
+    let unit = js::root().join("dist").join("pksa.service");
+    let unit_s = unit.to_string_lossy().into_owned();
+    eprintln!("xtask$ systemd-analyze security --offline=true --threshold=20 {unit_s}");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20", &unit_s])
+        .output()
+        .context("running systemd-analyze (Debian package systemd)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let overall = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("no overall exposure line");
+    println!("systemd unit: {}", overall.trim_start_matches(['→', ' ']));
+    if !out.status.success() {
+        bail!("dist/pksa.service rates above 2.0:\n{text}");
+    }
+    Ok(())
+}
+
 fn ci(args: &[String]) -> Result<()> {
     let skip_fuzz = args.iter().any(|a| a == "--no-fuzz");
     disk_report("start");
@@ -208,6 +230,7 @@ fn ci(args: &[String]) -> Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     schemas::validate_schemas()?;
+    systemd_unit()?;
     interop::crypto(200)?;
     interop::chain(500)?;
     apps::interop()?;

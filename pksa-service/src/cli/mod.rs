@@ -60,7 +60,15 @@ pub enum Command {
         new_state: bool,
     },
     /// Write a commented example config.
-    Init,
+    Init {
+        /// The layout of `dist/pksa.service`: keystore and state in the state directory, the
+        /// passphrase from the systemd credential `pksa-passphrase`, JSON logs.
+        #[arg(long)]
+        system: bool,
+        /// With --system: the service's state directory (StateDirectory=pksa).
+        #[arg(long, requires = "system", default_value = "/var/lib/pksa")]
+        state_dir: PathBuf,
+    },
     /// Manage keys in the keystore.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -401,16 +409,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run { new_state }) => {
             run(&cli.config, json_logs, cli.log_payloads, new_state).await
         }
-        Some(Command::Init) => {
+        Some(Command::Init { system, state_dir }) => {
             if cli.config.exists() {
                 anyhow::bail!(
                     "{} already exists; not overwriting it",
                     cli.config.display()
                 );
             }
-            std::fs::write(&cli.config, crate::config::EXAMPLE)?;
+            let text = if system {
+                crate::config::system_example(&state_dir).map_err(anyhow::Error::msg)?
+            } else {
+                crate::config::EXAMPLE.to_owned()
+            };
+            std::fs::write(&cli.config, text)?;
             println!(
-                "wrote {}: edit has_servers, hive_api and the keystore, then `pksa-service keys add`",
+                "wrote {}: edit has_servers, hive_api and auth_req_secret, then `pksa-service keys add`",
                 cli.config.display()
             );
             Ok(())
@@ -522,7 +535,8 @@ async fn run(
     new_state: bool,
 ) -> anyhow::Result<()> {
     let mut config = load_config(path)?;
-    init_logging(json_logs || config.log.json);
+    config.log.json |= json_logs;
+    init_logging(config.log.json);
     config.log.payloads |= log_payloads;
     // One service per state file; `reload` finds it by this file, locked while it runs.
     let pid_file = PidFile::acquire(&config.state.with_extension("pid"))?;
@@ -551,6 +565,7 @@ async fn run(
     let (stop, rx) = watch::channel(false);
     let reload_svc = svc.clone();
     let config_path = path.to_path_buf();
+    let running = Running::new(&config, json_logs, log_payloads);
     // SIGHUP is handled before the pid is published: `reload` must never reach a process
     // whose default action for it is to terminate.
     #[cfg(unix)]
@@ -559,7 +574,7 @@ async fn run(
     tokio::spawn(async move {
         #[cfg(unix)]
         while hup.recv().await.is_some() {
-            crate::cli::reload(&reload_svc, &config_path);
+            crate::cli::reload(&reload_svc, &config_path, &running);
         }
     });
     pid_file.publish()?;
@@ -677,12 +692,85 @@ impl Drop for PidFile {
 }
 
 /// Re-reads the config: on success swaps the settings and policy, else keeps the old ones.
-pub fn reload(svc: &Service, path: &Path) {
+/// What a running service was started with, for [`reload`] to tell what it cannot apply.
+#[derive(Debug)]
+pub struct Running {
+    config: Config,
+    log_json_flag: bool,
+    log_payloads_flag: bool,
+    keystore_modified: Option<std::time::SystemTime>,
+}
+
+impl Running {
+    /// `config` as started, with the `--log-format json` and `--log-payloads` flags given or
+    /// not (they override the file, at reloads too).
+    pub fn new(config: &Config, log_json_flag: bool, log_payloads_flag: bool) -> Self {
+        Running {
+            config: config.clone(),
+            log_json_flag,
+            log_payloads_flag,
+            keystore_modified: keystore_modified(config),
+        }
+    }
+}
+
+fn keystore_modified(c: &Config) -> Option<std::time::SystemTime> {
+    let path = match &c.keys {
+        KeySource::Keystore { path, .. } => path,
+        KeySource::PlainKeysJson(path) => path,
+    };
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The settings of `new` that differ from what the service started with and only apply at
+/// the next start (servers, nodes, chain, keys, state, logging format, metrics listener).
+pub fn restart_needed(running: &Running, new: &Config) -> Vec<&'static str> {
+    let old = &running.config;
+    let mut changed = vec![];
+    for (name, differs) in [
+        ("pksa_name", old.pksa_name != new.pksa_name),
+        ("has_servers", old.has_servers != new.has_servers),
+        ("hive_api", old.hive_api != new.hive_api),
+        ("chain_id", old.chain_id != new.chain_id),
+        ("keystore or keys_json", old.keys != new.keys),
+        (
+            "the keys in the keystore",
+            old.keys == new.keys && running.keystore_modified != keystore_modified(new),
+        ),
+        ("state", old.state != new.state),
+        (
+            "log.format",
+            old.log.json != (new.log.json || running.log_json_flag),
+        ),
+        ("metrics_listen", old.metrics_listen != new.metrics_listen),
+    ] {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}
+
+/// SIGHUP: re-reads the config file. What can change live (policy, secret, lifetimes,
+/// refusals, challenges, expiration, retention, payload logging) applies to the next
+/// request; what cannot is named in the log, with the previous value kept until a restart.
+/// An invalid file is refused and changes nothing.
+pub fn reload(svc: &Service, path: &Path, running: &Running) {
     match Config::load(path) {
-        Ok(c) => {
+        Ok(mut c) => {
+            c.log.payloads |= running.log_payloads_flag;
             let hash = crate::policy::hash(&c.policy);
             svc.set_settings(Settings::from_config(&c));
-            tracing::info!(policy_hash = %hash, "configuration reloaded");
+            let pending = restart_needed(running, &c);
+            if pending.is_empty() {
+                tracing::info!(policy_hash = %hash, "configuration reloaded");
+            } else {
+                tracing::warn!(
+                    policy_hash = %hash,
+                    restart_needed = %pending.join(", "),
+                    "configuration reloaded, except settings that apply at the next restart"
+                );
+            }
         }
         Err(e) => tracing::error!(error = %e, "reload refused: keeping the previous configuration"),
     }

@@ -804,7 +804,7 @@ fn dev_node_serves_the_accounts_it_was_given() {
         for (acc, name) in found.iter().zip(&names) {
             assert_eq!(acc.name, *name);
             assert_eq!(
-                serde_json::to_value(&acc.memo_key).unwrap(),
+                serde_json::to_value(acc.memo_key).unwrap(),
                 serde_json::json!(key(name, KeyRole::Memo).to_string()),
                 "{name}"
             );
@@ -815,4 +815,155 @@ fn dev_node_serves_the_accounts_it_was_given() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--accounts"), "{err}");
+}
+
+/// `dist/pksa.service` and `init --system` agree, and the unit's command line runs the service
+/// as systemd would start it: the config `init --system` writes (state directory moved to a
+/// temporary one), the passphrase from `$CREDENTIALS_DIRECTORY/pksa-passphrase`, JSON logs;
+/// `ExecReload=` (SIGHUP) keeps it running, SIGTERM stops it and removes its pid file.
+#[test]
+fn the_systemd_unit_runs_the_service_init_system_configures() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/pksa.service"))
+            .unwrap();
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(setting("StateDirectory"), ["pksa"]);
+    let credential = setting("LoadCredentialEncrypted");
+    assert_eq!(credential.len(), 1);
+    assert!(credential[0].starts_with(&format!("{}:", pksa_service::config::SYSTEM_CREDENTIAL)));
+    let exec = setting("ExecStart");
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(args[0], "/usr/local/bin/pksa-service");
+    assert_eq!(
+        &args[1..],
+        [
+            "run",
+            "--config",
+            "/etc/pksa/pksa.toml",
+            "--log-format",
+            "json"
+        ]
+    );
+    assert_eq!(setting("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (etc, state, creds) = (
+        dir.path().join("etc"),
+        dir.path().join("var-lib-pksa"),
+        dir.path().join("credentials"),
+    );
+    for d in [&etc, &state, &creds] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let config = etc.join("pksa.toml");
+    let cli = |args: &[&str], stdin: &str| {
+        let mut child = bin()
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(
+        &["init", "--system", "--state-dir", &state.to_string_lossy()],
+        "",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("credential:pksa-passphrase"), "{text}");
+    // The relay and node of this test instead of the public ones (unreachable here: the
+    // service keeps trying, as it would during an outage).
+    std::fs::write(
+        &config,
+        text.replace(
+            "has_servers = [\"wss://hive-auth.arcange.eu\"]",
+            "has_servers = [\"ws://127.0.0.1:9\"]",
+        )
+        .replace(
+            "hive_api = [\"https://api.hive.blog\", \"https://api.deathwing.me\"]",
+            "hive_api = [\"http://127.0.0.1:9/\"]",
+        ),
+    )
+    .unwrap();
+    std::fs::write(creds.join("pksa-passphrase"), "unit-passphrase\n").unwrap();
+    let posting = PrivateKey::from_login("alice", "pw", KeyRole::Posting).unwrap();
+    cli(
+        &["keys", "add", "--account", "alice", "--role", "posting"],
+        &format!("{}\n", posting.to_wif().expose_secret()),
+    );
+    assert!(state.join("keystore.age").exists());
+
+    // As systemd starts it (the unit's arguments, this test's config path).
+    let mut svc = bin()
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("RUST_LOG", "info")
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = svc.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&first).expect("JSON log lines");
+    assert!(v["fields"]["message"].is_string(), "{first}");
+    let pid_file = state.join("pksa-state.pid");
+    let want = svc.id().to_string();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "no pid file"
+        );
+        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for signal in ["-HUP", "-TERM"] {
+        assert!(
+            Command::new("kill")
+                .args([signal, &want])
+                .status()
+                .unwrap()
+                .success()
+        );
+        if signal == "-HUP" {
+            // Reloaded, not stopped: the log says so.
+            let t0 = std::time::Instant::now();
+            loop {
+                let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+                if line.contains("reload") {
+                    break;
+                }
+                assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+            }
+            assert!(svc.try_wait().unwrap().is_none(), "SIGHUP stopped it");
+        }
+    }
+    let status = svc.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!pid_file.exists());
 }

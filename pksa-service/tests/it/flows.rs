@@ -679,25 +679,61 @@ async fn reload_keeps_the_old_config_on_error() {
     let path = env.dir.path().join("pksa.toml");
     let base = "has_servers = [\"ws://127.0.0.1:1\"]\nkeystore = \"k.age\"\nauth_req_secret = \"e2e-secret-0123456789abcdef\"\n";
     std::fs::write(&path, format!("{base}[[policy.rules]]\nid = \"first\"\n")).unwrap();
-    pksa_service::cli::reload(&env.svc, &path);
+    let started = pksa_service::config::Config::load(&path).unwrap();
+    let running = pksa_service::cli::Running::new(&started, false, false);
+    pksa_service::cli::reload(&env.svc, &path, &running);
     assert_eq!(env.svc.settings().policy.rules[0].id, "first");
     std::fs::write(
         &path,
         format!("{base}[[policy.rules]]\nid = \"second\"\nkey_roles = [\"owner\"]\n"),
     )
     .unwrap();
-    pksa_service::cli::reload(&env.svc, &path);
+    pksa_service::cli::reload(&env.svc, &path, &running);
     assert_eq!(
         env.svc.settings().policy.rules[0].id,
         "first",
         "an invalid policy is refused"
     );
     std::fs::write(&path, "not toml [[[").unwrap();
-    pksa_service::cli::reload(&env.svc, &path);
+    pksa_service::cli::reload(&env.svc, &path, &running);
     assert_eq!(env.svc.settings().policy.rules[0].id, "first");
     std::fs::write(&path, format!("{base}[[policy.rules]]\nid = \"third\"\n")).unwrap();
-    pksa_service::cli::reload(&env.svc, &path);
+    pksa_service::cli::reload(&env.svc, &path, &running);
     assert_eq!(env.svc.settings().policy.rules[0].id, "third");
+    // What a reload cannot apply is named; what it can is not.
+    let now = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        pksa_service::config::Config::load(&path).unwrap()
+    };
+    assert!(
+        pksa_service::cli::restart_needed(
+            &running,
+            &now(&format!("{base}session_lifetime_days = 3\n"))
+        )
+        .is_empty()
+    );
+    let changed = now(
+        "has_servers = [\"ws://127.0.0.1:2\"]\nhive_api = [\"http://127.0.0.1:3/\"]\nkeystore = \"k.age\"\nauth_req_secret = \"e2e-secret-0123456789abcdef\"\nmetrics_listen = \"127.0.0.1:9108\"\n[log]\nformat = \"json\"\n",
+    );
+    assert_eq!(
+        pksa_service::cli::restart_needed(&running, &changed),
+        ["has_servers", "hive_api", "log.format", "metrics_listen"]
+    );
+    // A key added to the keystore since the start is read at the next start only.
+    let keystore = env.dir.path().join("k.age");
+    std::fs::write(&keystore, "v1").unwrap();
+    let running = pksa_service::cli::Running::new(&now(base), false, false);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&keystore)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert_eq!(
+        pksa_service::cli::restart_needed(&running, &now(base)),
+        ["the keys in the keystore"]
+    );
     env.stop().await;
 }
 
