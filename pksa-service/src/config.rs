@@ -157,6 +157,80 @@ struct RawLog {
     payloads: Option<bool>,
 }
 
+/// Where in the file an error is: line and column (from 1) and the table header above it.
+#[derive(Debug, PartialEq, Eq)]
+struct Location {
+    line: usize,
+    column: usize,
+    table: Option<String>,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)?;
+        if let Some(t) = &self.table {
+            write!(f, " (in {t})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of the top level (above every table), for the hint when one lands in a table.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "pksa_name",
+    "has_servers",
+    "hive_api",
+    "chain_id",
+    "keystore",
+    "keystore_passphrase",
+    "keys_json",
+    "state",
+    "auth_req_secret",
+    "auth_req_secret_file",
+    "session_lifetime_days",
+    "session_max_lifetime_days",
+    "auth_req_reject",
+    "sign_req_reject",
+    "challenge_req_reject",
+    "challenge_decrypt",
+    "challenge_nonce_required",
+    "expiration_secs",
+    "answer_retention_hours",
+    "audit_retention_days",
+    "metrics_listen",
+    "policy_file",
+];
+
+fn locate(text: &str, offset: usize) -> Location {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    // The last table header (`[name]` or `[[name]]`) on a line of its own before the error.
+    let earlier_lines = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
+    let table = earlier_lines
+        .lines()
+        .rev()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find(|l| {
+            l.starts_with('[')
+                && l.ends_with(']')
+                && l.trim_matches(['[', ']'])
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+        })
+        .map(str::to_owned);
+    Location {
+        line,
+        column,
+        table,
+    }
+}
+
+/// The key of serde's "unknown field `key`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
 impl Config {
     /// Reads and validates a config file. Relative paths are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -179,11 +253,20 @@ impl Config {
             message,
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
-            let field = e
-                .span()
-                .map(|s| format!("(bytes {}..{})", s.start, s.end))
-                .unwrap_or_else(|| "(syntax)".into());
-            err(&field, e.message().to_owned())
+            let Some(span) = e.span() else {
+                return err("(syntax)", e.message().to_owned());
+            };
+            let at = locate(text, span.start);
+            let mut message = e.message().to_owned();
+            // A top-level key written below a table header belongs to that table.
+            if let (Some(table), Some(key)) = (&at.table, unknown_field(&message))
+                && TOP_LEVEL_KEYS.contains(&key)
+            {
+                message = format!(
+                    "`{key}` is inside `{table}`: top-level keys go above the first table ({message})"
+                );
+            }
+            err(&at.to_string(), message)
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -597,6 +680,42 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("/etc/pksa/pksa.toml"))
+    }
+
+    #[test]
+    fn errors_name_line_column_and_table() {
+        let e = parse(
+            "has_servers = [\"ws://x\"]\n[log]\nformat = \"json\"\npolicy_file = \"p.toml\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 4, column 1 (in [log])")
+                && e.contains(
+                    "`policy_file` is inside `[log]`: top-level keys go above the first table"
+                ),
+            "{e}"
+        );
+        let e = parse("has_servers = [\"ws://x\"\nkeystore = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && !e.contains("(in "), "{e}");
+        let e =
+            parse("has_servers = [\"ws://x\"]\n[log]\n[[policy.rules]]\nbogus = 1\nid = \"a\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("line 4, column 1 (in [[policy.rules]])")
+                && e.contains("unknown field `bogus`"),
+            "{e}"
+        );
+        let e = parse("has_servers = [\"ws://x\"]\nkeystore = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2, column 12:") && e.contains("expected path string"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -590,6 +590,16 @@ fn config_errors_name_the_file_and_field() {
         !ok && err.contains("pksa.toml: session_lifetime_days: must be more than 0"),
         "{err}"
     );
+    // A syntax or type error: line, column and the table the key landed in.
+    config(
+        dir.path(),
+        "[log]\nformat = \"json\"\npolicy_file = \"policy.toml\"\n",
+    );
+    let (ok, _, err) = run(dir.path(), &["run"], None);
+    assert!(
+        !ok && err.contains("pksa.toml: line 8, column 1 (in [log]): `policy_file` is inside `[log]`"),
+        "{err}"
+    );
 }
 
 /// An empty keystore passphrase is refused: nothing is written with it.
