@@ -81,12 +81,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     ensure_open_files(config.max_connections)?;
-    let server_key = load_or_create_server_key(&config.key_file)?;
+    // Everything that can refuse the configuration first: a bad start writes no file.
     let directory = match &config.accounts {
         AccountSource::File(p) => Directory::from_file(p)?,
         AccountSource::Nodes(n) => Directory::from_nodes(n.clone(), config.account_cache_ttl)?,
     };
     has_protocol::validate::init().map_err(anyhow::Error::msg)?;
+    let server_key = load_or_create_server_key(&config.key_file)?;
     let hub = hub::Hub::new(
         server_key,
         config.timeout.as_millis() as u64,

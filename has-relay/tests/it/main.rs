@@ -10,3 +10,37 @@
 
 mod peer;
 mod relay;
+
+/// The binary refuses bad arguments before it writes anything (no server key file for a
+/// start that fails).
+#[test]
+fn a_refused_start_writes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("relay.key");
+    let bad_accounts = dir.path().join("accounts.json");
+    std::fs::write(&bad_accounts, "not json").unwrap();
+    let bad_config = dir.path().join("relay.toml");
+    std::fs::write(&bad_config, "max_connections = \"many\"\n").unwrap();
+    let key_s = key.to_string_lossy().into_owned();
+    let accounts_s = bad_accounts.to_string_lossy().into_owned();
+    let config_s = bad_config.to_string_lossy().into_owned();
+    for args in [
+        vec!["--listen", "127.0.0.1:0", "--accounts", accounts_s.as_str()],
+        vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--accounts",
+            "/nonexistent/accounts.json",
+        ],
+        vec!["--config", config_s.as_str()],
+        vec!["--listen", "not-an-address"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_has-relay"))
+            .args(&args)
+            .args(["--key-file", key_s.as_str()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(!key.exists(), "{args:?} wrote {}", key.display());
+    }
+}

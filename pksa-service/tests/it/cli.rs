@@ -597,7 +597,8 @@ fn config_errors_name_the_file_and_field() {
     );
     let (ok, _, err) = run(dir.path(), &["run"], None);
     assert!(
-        !ok && err.contains("pksa.toml: line 8, column 1 (in [log]): `policy_file` is inside `[log]`"),
+        !ok && err
+            .contains("pksa.toml: line 8, column 1 (in [log]): `policy_file` is inside `[log]`"),
         "{err}"
     );
 }
