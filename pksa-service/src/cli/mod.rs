@@ -216,6 +216,27 @@ pub enum KeysCmd {
         #[arg(long)]
         role: String,
     },
+    /// Derive keys from the account's master password, as the wallets do (login-derived;
+    /// the password is read from stdin or asked, never an argument). The owner key it also
+    /// derives is never stored.
+    Derive {
+        /// Account.
+        #[arg(long)]
+        account: String,
+        /// Roles to store (default: posting and memo).
+        #[arg(long = "role", value_parser = ["memo", "posting", "active"])]
+        roles: Vec<String>,
+    },
+    /// Generate a new random key for a role and store it; put its public key in the
+    /// account's authority on chain (account_update) before apps use it.
+    Generate {
+        /// Account.
+        #[arg(long)]
+        account: String,
+        /// memo, posting or active.
+        #[arg(long, value_parser = ["memo", "posting", "active"])]
+        role: String,
+    },
     /// List accounts and public keys.
     List {
         /// One JSON object per line.

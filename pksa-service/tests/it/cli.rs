@@ -978,3 +978,113 @@ fn the_systemd_unit_runs_the_service_init_system_configures() {
     assert!(status.success(), "{status:?}");
     assert!(!pid_file.exists());
 }
+
+/// `keys derive` (login-derived keys, as the wallets), `keys generate`, and the chain check of
+/// `keys add` against a node that knows the account: its owner key is refused, a key outside
+/// the role's authority is warned about.
+#[test]
+fn keys_derive_generate_and_the_chain_check() {
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = bin()
+        .args([
+            "dev-node",
+            "--json",
+            "--account",
+            "alice",
+            "--password",
+            "pw",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _node = Kill(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = info["hive_api_url"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pksa.toml"),
+        format!("has_servers = [\"ws://127.0.0.1:9\"]\nhive_api = [\"{url}\"]\nkeystore = \"keystore.age\"\nkeystore_passphrase = \"env:PKSA_CLI_PASS\"\nstate = \"state.sqlite\"\n"),
+    )
+    .unwrap();
+    let login = |role| PrivateKey::from_login("alice", "pw", role).unwrap();
+
+    let (ok, out, err) = run(
+        dir.path(),
+        &["keys", "derive", "--account", "alice"],
+        Some("pw\n"),
+    );
+    assert!(ok, "{err}");
+    for role in [KeyRole::Posting, KeyRole::Memo] {
+        assert!(
+            out.contains(&format!("added alice {role} {}", login(role).public_key())),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("owner key derived from the same password is not stored"),
+        "{out}"
+    );
+    assert!(!err.contains("warning") && !err.contains("note"), "{err}");
+    assert!(!out.contains(login(KeyRole::Owner).public_key().to_string().as_str()));
+
+    // The account's owner key, whatever role it is given: refused, nothing stored.
+    let owner_wif = login(KeyRole::Owner).to_wif();
+    let (ok, _, err) = run(
+        dir.path(),
+        &["keys", "add", "--account", "alice", "--role", "active"],
+        Some(&format!("{}\n", owner_wif.expose_secret())),
+    );
+    assert!(!ok && err.contains("is alice's owner key"), "{err}");
+    // A key the chain does not know for that role: stored, with a warning.
+    let stranger = PrivateKey::from_login("someone", "else", KeyRole::Active).unwrap();
+    let (ok, _, err) = run(
+        dir.path(),
+        &["keys", "add", "--account", "alice", "--role", "active"],
+        Some(&format!("{}\n", stranger.to_wif().expose_secret())),
+    );
+    assert!(
+        ok && err.contains("is not in alice's active authority on chain"),
+        "{err}"
+    );
+    // A new random key for another account.
+    let (ok, out, err) = run(
+        dir.path(),
+        &["keys", "generate", "--account", "bob", "--role", "posting"],
+        None,
+    );
+    assert!(
+        ok && out.starts_with("generated bob posting STM"),
+        "{out}{err}"
+    );
+    assert!(err.contains("account_update"), "{err}");
+    let (_, out, _) = run(dir.path(), &["keys", "list", "--json"], None);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |account: &str, role: &str| {
+        rows.iter()
+            .find(|r| r["account"] == account && r["role"] == role)
+            .map(|r| r["public_key"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        find("alice", "posting"),
+        Some(login(KeyRole::Posting).public_key().to_string())
+    );
+    assert_eq!(
+        find("alice", "active"),
+        Some(stranger.public_key().to_string())
+    );
+    assert!(find("bob", "posting").is_some());
+    assert_eq!(find("alice", "owner"), None);
+}
