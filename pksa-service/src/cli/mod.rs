@@ -99,6 +99,14 @@ pub enum Command {
     /// hived does and records them; nothing reaches a real chain. For `hive_api` in a test
     /// deployment of `run`.
     DevNode(DevNodeArgs),
+    /// Print a shell completion script: `pksa-service completions bash >
+    /// /etc/bash_completion.d/pksa-service` (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `pksa-service man > /usr/local/share/man/man1/pksa-service.1`.
+    Man,
 }
 
 /// `dev-node` flags.
@@ -459,6 +467,17 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Policy(p)) => tokio::task::block_in_place(|| policy::run(&cli.config, p)),
         Some(Command::Audit(a)) => tokio::task::block_in_place(|| audit::run(&cli.config, a)),
         Some(Command::DevNode(a)) => dev_node(a).await,
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "pksa-service", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Some(Command::Reload) => {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.

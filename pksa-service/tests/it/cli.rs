@@ -1088,3 +1088,36 @@ fn keys_derive_generate_and_the_chain_check() {
     assert!(find("bob", "posting").is_some());
     assert_eq!(find("alice", "owner"), None);
 }
+
+/// Shell completions and the manual page come from the same command definitions.
+#[test]
+fn completions_and_man_page() {
+    let out = bin().args(["completions", "bash"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("complete -F _pksa__service"), "{text}");
+    for sub in [
+        "sandbox",
+        "dev-node",
+        "enroll",
+        "keys",
+        "derive",
+        "--log-format",
+    ] {
+        assert!(text.contains(sub), "no {sub} in the bash completions");
+    }
+    let out = bin().args(["completions", "zsh"]).output().unwrap();
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("#compdef pksa-service")
+    );
+    let out = bin().args(["completions", "nushell"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+    let out = bin().arg("man").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with(".ie"), "{text}");
+    assert!(
+        text.contains(".TH pksa-service 1") && text.contains("dev\\-node"),
+        "{text}"
+    );
+}
