@@ -1,5 +1,11 @@
 //! `has-client`: authenticate, sign, challenge and attach from the command line, plus a load
 //! generator (`bench`) for the end-to-end benchmark.
+//!
+//! Global options go before or after the command. Exit codes: 0 done, 1 other errors,
+//! 2 bad arguments, 3 refused by the PKSA (`*_nack`), 4 failed at the PKSA (`*_err`),
+//! 5 no answer in time (`--timeout`, or the request expired), 6 the relay (connection,
+//! `error` frames, protocol). With `--json`, an error is one JSON object on stdout:
+//! `{"error": {"kind": …, "message": …, "exit_code": …}}`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,17 +22,30 @@ use serde_json::json;
 #[command(version, about)]
 struct Cli {
     /// HAS server.
-    #[arg(long, default_value = "ws://127.0.0.1:7000")]
+    #[arg(
+        long,
+        global = true,
+        env = "HAS_SERVER",
+        default_value = "ws://127.0.0.1:7000"
+    )]
     server: String,
     /// Session file (written by `auth`, read by the others; keep it private).
-    #[arg(long, default_value = "has-session.json")]
+    #[arg(
+        long,
+        global = true,
+        env = "HAS_SESSION",
+        default_value = "has-session.json"
+    )]
     session: PathBuf,
     /// Hive API node used to verify sign-only transactions against on-chain authorities.
-    #[arg(long)]
+    #[arg(long, global = true)]
     hive_api: Option<String>,
-    /// Machine-readable output.
-    #[arg(long)]
+    /// Machine-readable output (errors too).
+    #[arg(long, global = true)]
     json: bool,
+    /// Give up after this many seconds (exit code 5).
+    #[arg(long, global = true, default_value_t = 120)]
+    timeout: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -61,9 +80,13 @@ enum Cmd {
         /// Account.
         #[arg(long)]
         account: String,
-        /// Service mode: the PKSA's auth_req_secret.
-        #[arg(long, conflicts_with_all = ["key"])]
+        /// Service mode: the PKSA's auth_req_secret (better from the environment or a file:
+        /// a command line is visible to other users).
+        #[arg(long, env = "HAS_AUTH_REQ_SECRET", hide_env_values = true, conflicts_with_all = ["key", "secret_file"])]
         secret: Option<String>,
+        /// Service mode: read the auth_req_secret from this file (its first line).
+        #[arg(long, conflicts_with = "key")]
+        secret_file: Option<PathBuf>,
         /// Re-authenticate with a key the PKSA already knows (e.g. from `session create`).
         #[arg(long)]
         key: Option<String>,
@@ -161,9 +184,52 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("has-client: {e:#}");
-        std::process::exit(1);
+    let (json, timeout) = (cli.json, Duration::from_secs(cli.timeout.max(1)));
+    let result = rt.block_on(async {
+        match tokio::time::timeout(timeout, run(cli)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::Error::new(TimedOut(timeout.as_secs()))),
+        }
+    });
+    if let Err(e) = result {
+        let (kind, code) = classify(&e);
+        if json {
+            println!(
+                "{}",
+                json!({"error": {"kind": kind, "message": format!("{e:#}"), "exit_code": code}})
+            );
+        } else {
+            eprintln!("has-client: {e:#}");
+        }
+        std::process::exit(code);
+    }
+}
+
+/// `--timeout` ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0} s (--timeout)")]
+struct TimedOut(u64);
+
+/// The error's kind and exit code (see the crate documentation).
+fn classify(e: &anyhow::Error) -> (&'static str, i32) {
+    use has_client::ClientError as E;
+    if e.downcast_ref::<TimedOut>().is_some() {
+        return ("timeout", 5);
+    }
+    match e.downcast_ref::<E>() {
+        Some(E::Refused { .. }) => ("refused", 3),
+        Some(E::Failed { .. }) => ("failed", 4),
+        Some(E::Expired(_)) => ("expired", 5),
+        Some(E::Connection(_) | E::Protocol(_) | E::Server(_) | E::NoWait) => ("relay", 6),
+        Some(E::Input(_)) => ("input", 2),
+        _ => ("error", 1),
+    }
+}
+
+/// Tells a person at a terminal what the command is waiting for (not under `--json`).
+fn waiting(json: bool, what: &str) {
+    if !json {
+        eprintln!("waiting for the PKSA to answer the {what}…");
     }
 }
 
@@ -179,11 +245,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Auth {
             account,
             secret,
+            secret_file,
             key,
             app,
             challenge,
             key_type,
         } => {
+            let secret = match (secret, secret_file) {
+                (Some(s), _) => Some(s),
+                (None, Some(f)) => {
+                    let text = std::fs::read_to_string(&f)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                    let first = text.lines().next().unwrap_or("").trim().to_owned();
+                    if first.is_empty() {
+                        anyhow::bail!("{}: no secret on its first line", f.display());
+                    }
+                    Some(first)
+                }
+                (None, None) => None,
+            };
             let mode = match (secret, key) {
                 (Some(s), _) => AuthMode::ServiceSecret(AuthReqSecret::new(s)),
                 (None, Some(k)) => AuthMode::ExistingKey(AuthKey::new(k)),
@@ -205,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 pubkey: None,
             };
             let previous = load_session(&cli.session).ok();
+            waiting(cli.json, "authentication request");
             let s = client.authenticate(&account, app, spec, mode).await?;
             if let Some(p) = &previous {
                 s.continue_from(p);
@@ -239,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let ops: Vec<serde_json::Value> = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("--ops must be a JSON array of operations: {e}"))?;
+            waiting(cli.json, "sign request");
             let r = client.sign(&s, ops, key_type.into(), !sign_only).await;
             save_session(&cli.session, &s)?;
             match r? {
@@ -280,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             decrypt,
         } => {
             let s = load_session(&cli.session)?;
+            waiting(cli.json, "challenge");
             let r = client.challenge(&s, key_type.into(), &text, decrypt).await;
             save_session(&cli.session, &s)?;
             let r = r?;
