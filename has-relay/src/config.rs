@@ -40,6 +40,9 @@ pub struct RelayConfig {
     pub max_pending_per_socket: usize,
     /// Pending requests per client address (all its connections).
     pub max_pending_per_ip: usize,
+    /// Bytes of all pending requests together, whoever sent them (default 128 MiB): the
+    /// per-address caps bound one address, this bounds many.
+    pub max_pending_bytes: usize,
     /// Accepts replies without `pok` from sockets registered for the account (0.8 PKSAs
     /// such as Hive Keychain Mobile). Off: every reply must carry a valid POK.
     pub allow_replies_without_pok: bool,
@@ -68,6 +71,7 @@ impl RelayConfig {
             max_pending_per_account: 256,
             max_pending_per_socket: 64,
             max_pending_per_ip: 128,
+            max_pending_bytes: 128 * 1024 * 1024,
             allow_replies_without_pok: false,
             pok_time_window: Duration::from_secs(10),
             key_file,
@@ -102,6 +106,8 @@ pub struct FileConfig {
     pub max_pending_per_socket: Option<usize>,
     /// See [`RelayConfig::max_pending_per_ip`].
     pub max_pending_per_ip: Option<usize>,
+    /// See [`RelayConfig::max_pending_bytes`].
+    pub max_pending_bytes: Option<usize>,
     /// Accept 0.8 replies without pok.
     pub allow_replies_without_pok: Option<bool>,
     /// Server key file.

@@ -68,6 +68,9 @@ struct State {
     pending: HashMap<String, usize>,
     /// Sum of `pending`.
     pending_total: u64,
+    /// Bytes of the relayed frames of every pending request (the relay's memory that
+    /// strangers can fill).
+    pending_bytes: usize,
     /// Unanswered requests per originating socket and per address.
     pending_by_socket: HashMap<SocketId, usize>,
     pending_by_ip: HashMap<IpAddr, usize>,
@@ -95,7 +98,14 @@ fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
 
 impl State {
     /// A request stops being pending (answered or expired).
-    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr), counted: bool) {
+    fn pending_done(
+        &mut self,
+        account: &str,
+        origin: (SocketId, IpAddr),
+        counted: bool,
+        bytes: usize,
+    ) {
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
         if counted {
             decrement(&mut self.pending, &account.to_owned());
         }
@@ -220,6 +230,8 @@ pub struct Limits {
     pub per_socket: usize,
     /// Per client address (all its connections).
     pub per_ip: usize,
+    /// Bytes of every pending request together (whoever sent them).
+    pub total_bytes: usize,
 }
 
 impl Hub {
@@ -393,6 +405,12 @@ impl Hub {
                 "{cmd} refused: too many pending requests from this address"
             ));
         }
+        if st.pending_bytes.saturating_add(relayed.len()) > self.limits.total_bytes {
+            self.metrics.count(cmd, "refused_relay_bytes");
+            return Err(format!(
+                "{cmd} refused: the relay holds too many pending bytes; try again later"
+            ));
+        }
         if st.pending.get(account.as_str()).copied().unwrap_or(0) >= self.limits.per_account {
             match st.heaviest_oldest(account.as_str(), ip, from) {
                 Some(old) => self.give_way(&mut st, &old),
@@ -417,6 +435,7 @@ impl Hub {
                 delivered.insert(t);
             }
         }
+        st.pending_bytes += relayed.len();
         st.requests.insert(
             uuid.clone(),
             Request {
@@ -584,8 +603,8 @@ impl Hub {
         self.metrics.observe_latency(r.created.elapsed());
         let (app, origin, counted) = (r.app_socket, r.origin, r.counted);
         // Answered: what PKSAs were sent is no longer needed (only the answer is kept).
-        r.relayed = String::new();
-        st.pending_done(&account, origin, counted);
+        let bytes = std::mem::take(&mut r.relayed).len();
+        st.pending_done(&account, origin, counted, bytes);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
@@ -635,7 +654,7 @@ impl Hub {
             if let Some(r) = st.requests.remove(uuid)
                 && r.answer.is_none()
             {
-                st.pending_done(&r.account, r.origin, r.counted);
+                st.pending_done(&r.account, r.origin, r.counted, r.relayed.len());
             }
         }
         let mut queue = std::mem::take(&mut st.queue);

@@ -95,6 +95,7 @@ pub async fn run(
             per_account: config.max_pending_per_account,
             per_socket: config.max_pending_per_socket,
             per_ip: config.max_pending_per_ip,
+            total_bytes: config.max_pending_bytes,
         },
         config.allow_replies_without_pok,
     );

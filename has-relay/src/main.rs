@@ -112,6 +112,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = file.max_pending_per_ip {
         config.max_pending_per_ip = v;
     }
+    if let Some(v) = file.max_pending_bytes {
+        config.max_pending_bytes = v;
+    }
     config.allow_replies_without_pok =
         args.allow_replies_without_pok || file.allow_replies_without_pok.unwrap_or(false);
     config.metrics_listen = args.metrics.or(file.metrics_listen);

@@ -760,3 +760,37 @@ async fn many_connections_from_one_address_cannot_block_an_account() {
         .await;
     assert_eq!(app.recv().await["cmd"], "sign_wait");
 }
+
+/// Many addresses together cannot make the relay hold more than `max_pending_bytes` of
+/// pending requests: past it, requests are refused.
+#[tokio::test]
+async fn pending_bytes_are_capped_across_addresses() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| {
+        c.frames_per_second = 100_000;
+        c.max_pending_bytes = 3 * 1024;
+    })
+    .await;
+    let (url, addr) = (f.relay.url.clone(), f.relay.addr);
+    // Each relayed sign_req is about 1 KiB (a CryptoJS ciphertext of 704 characters: DATA
+    // and ten more 48-byte runs of three blocks, plus the frame).
+    let data = format!("{DATA}{}", "A".repeat(640));
+    let mut peers = vec![];
+    let (mut waits, mut refused) = (0, 0);
+    for i in 0..6u8 {
+        let mut p = peer_from(&url, addr, [127, 0, 0, 10 + i]).await;
+        p.send(json!({"cmd": "sign_req", "account": "alice", "data": data}))
+            .await;
+        let r = p.recv().await;
+        match r["cmd"].as_str() {
+            Some("sign_wait") => waits += 1,
+            _ => {
+                let e = r["error"].as_str().unwrap_or("");
+                assert!(e.contains("too many pending bytes"), "{r}");
+                refused += 1;
+            }
+        }
+        peers.push(p);
+    }
+    assert_eq!((waits, refused), (3, 3));
+}
