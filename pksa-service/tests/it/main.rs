@@ -15,5 +15,6 @@ mod faults;
 mod flows;
 mod holes;
 mod hostile;
+mod quickstart;
 mod reference_bugs;
 mod sandbox;
