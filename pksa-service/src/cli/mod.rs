@@ -482,13 +482,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli.config)?;
             // Validate first: a bad file is reported here and not sent.
             let pid_file = config.state.with_extension("pid");
-            let pid = PidFile::running(&pid_file)?.to_string();
-            let st = std::process::Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()?;
-            if !st.success() {
-                anyhow::bail!("could not signal process {pid}");
-            }
+            let pid = PidFile::running(&pid_file)?;
+            let target = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .ok_or_else(|| anyhow::anyhow!("{} does not hold a pid", pid_file.display()))?;
+            rustix::process::kill_process(target, rustix::process::Signal::HUP)
+                .map_err(|e| anyhow::anyhow!("could not signal process {pid}: {e}"))?;
             println!(
                 "sent SIGHUP to {pid}; policy hash {}",
                 crate::policy::hash(&config.policy)
