@@ -19,7 +19,8 @@ pub struct Spend {
     pub window_secs: u64,
 }
 
-fn show(counter: &str, units: i64) -> String {
+/// `units` of the counter's asset as an amount (`1.500 HIVE`).
+pub fn show(counter: &str, units: i64) -> String {
     let symbol = counter.rsplit('/').next().unwrap_or("");
     let precision = if symbol == "VESTS" { 6 } else { 3 };
     let scale = 10i64.pow(precision);

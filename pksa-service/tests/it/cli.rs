@@ -392,6 +392,50 @@ fn keys_sessions_enrollment_audit_and_policy_commands() {
         out.contains("decision approve") && out.contains("rule     bank"),
         "{out}"
     );
+    // With a spend limit: what the state file counted for the account, and a denial (exit 3)
+    // when the request would pass the limit, as the service would refuse it.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[rules]]\nid = \"bank\"\nallowed_ops = [\"transfer\"]\nkey_roles = [\"active\"]\nspend_limits = [{ max = \"1.500 HIVE\", window_hours = 24 }]\n",
+    )
+    .unwrap();
+    let check = || {
+        bin()
+            .arg("--config")
+            .arg(dir.path().join("pksa.toml"))
+            .args(["policy", "check", "--account", "alice"])
+            .arg(dir.path().join("ops.json"))
+            .output()
+            .unwrap()
+    };
+    let st = check();
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.status.success()
+            && out.contains(
+                "spend    bank/HIVE: 0.000 HIVE spent in the last 24 h + 1.000 HIVE requested, limit 1.500 HIVE"
+            ),
+        "{out}"
+    );
+    rusqlite::Connection::open(dir.path().join("state.sqlite"))
+        .unwrap()
+        .execute(
+            "INSERT INTO spend(counter, account, amount, time, uuid) VALUES ('bank/HIVE', 'alice', 1000, ?1, 'earlier')",
+            [std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64],
+        )
+        .unwrap();
+    let st = check();
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert_eq!(st.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("decision deny")
+            && out.contains("reason   spend limit bank/HIVE: 1.000 HIVE spent")
+            && out.contains("(exceeded)"),
+        "{out}"
+    );
     std::fs::write(
         dir.path().join("bad.toml"),
         "[[rules]]\nid = \"x\"\nkey_roles = [\"owner\"]\n",
