@@ -439,17 +439,22 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             run(&cli.config, json_logs, cli.log_payloads, new_state).await
         }
         Some(Command::Init { system, state_dir }) => {
+            let text = if system {
+                crate::config::system_example(&state_dir).map_err(anyhow::Error::msg)?
+            } else {
+                crate::config::EXAMPLE.to_owned()
+            };
+            // `--config -`: to stdout (a container writes it to the host this way).
+            if cli.config == Path::new("-") {
+                print!("{text}");
+                return Ok(());
+            }
             if cli.config.exists() {
                 anyhow::bail!(
                     "{} already exists; not overwriting it",
                     cli.config.display()
                 );
             }
-            let text = if system {
-                crate::config::system_example(&state_dir).map_err(anyhow::Error::msg)?
-            } else {
-                crate::config::EXAMPLE.to_owned()
-            };
             std::fs::write(&cli.config, text)?;
             println!(
                 "wrote {}: edit has_servers, hive_api and auth_req_secret, then `pksa-service keys add`",

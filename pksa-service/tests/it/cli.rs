@@ -943,6 +943,14 @@ fn the_systemd_unit_runs_the_service_init_system_configures() {
     );
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("credential:pksa-passphrase"), "{text}");
+    // `--config -` prints it instead (a container writes the host's file this way).
+    let printed = bin()
+        .args(["--config", "-", "init", "--system", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), text);
     // The relay and node of this test instead of the public ones (unreachable here: the
     // service keeps trying, as it would during an outage).
     std::fs::write(
