@@ -18,7 +18,7 @@ mod config;
 mod conn;
 pub mod hub;
 mod keys;
-mod metrics;
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;

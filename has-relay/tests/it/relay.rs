@@ -439,6 +439,8 @@ async fn shutdown_closes_sockets_cleanly_and_metrics_count() {
         "{body}"
     );
     assert!(body.contains("has_relay_queue_depth 1"));
+    let text = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(has_relay::metrics::check_exposition(text), Ok(()), "{text}");
     f.relay.shutdown().await.unwrap();
     use futures_util::StreamExt;
     let mut saw_close = false;

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use has_relay::metrics::label;
+
 use super::Service;
 
 /// Renders the metrics text.
@@ -21,7 +23,9 @@ pub async fn render(svc: &Service) -> String {
         for ((cmd, d), v) in m.iter() {
             let _ = writeln!(
                 s,
-                "pksa_decisions_total{{cmd=\"{cmd}\",decision=\"{d}\"}} {v}"
+                "pksa_decisions_total{{cmd=\"{}\",decision=\"{}\"}} {v}",
+                label(cmd),
+                label(d)
             );
         }
     }
@@ -32,7 +36,8 @@ pub async fn render(svc: &Service) -> String {
     for (url, st) in &svc.servers {
         let _ = writeln!(
             s,
-            "pksa_server_connected{{server=\"{url}\"}} {}",
+            "pksa_server_connected{{server=\"{}\"}} {}",
+            label(url),
             u8::from(st.connected.load(Ordering::Relaxed))
         );
     }
@@ -43,7 +48,8 @@ pub async fn render(svc: &Service) -> String {
     for (url, st) in &svc.servers {
         let _ = writeln!(
             s,
-            "pksa_server_registered_accounts{{server=\"{url}\"}} {}",
+            "pksa_server_registered_accounts{{server=\"{}\"}} {}",
+            label(url),
             st.registered.load(Ordering::Relaxed)
         );
     }
@@ -54,7 +60,8 @@ pub async fn render(svc: &Service) -> String {
     for (url, st) in &svc.servers {
         let _ = writeln!(
             s,
-            "pksa_server_reconnects_total{{server=\"{url}\"}} {}",
+            "pksa_server_reconnects_total{{server=\"{}\"}} {}",
+            label(url),
             st.reconnects.load(Ordering::Relaxed)
         );
     }
@@ -69,14 +76,10 @@ pub async fn render(svc: &Service) -> String {
         "pksa_broadcasts_total{{result=\"failed\"}} {}",
         svc.counters.broadcasts_failed.load(Ordering::Relaxed)
     );
-    let _ = writeln!(
-        s,
-        "# HELP pksa_broadcast_latency_seconds_sum Total time spent broadcasting.\n# TYPE pksa_broadcast_latency_seconds_sum counter"
-    );
-    let _ = writeln!(
-        s,
-        "pksa_broadcast_latency_seconds_sum {}",
-        svc.counters.broadcast_latency_us.load(Ordering::Relaxed) as f64 / 1e6
+    svc.counters.broadcast_latency.render(
+        &mut s,
+        "pksa_broadcast_latency_seconds",
+        "How long successful broadcasts took.",
     );
     let _ = writeln!(
         s,
@@ -85,17 +88,20 @@ pub async fn render(svc: &Service) -> String {
     for (node, st) in svc.rpc.nodes().iter().zip(svc.rpc.stats()) {
         let _ = writeln!(
             s,
-            "pksa_node_calls_total{{node=\"{node}\",result=\"ok\"}} {}",
+            "pksa_node_calls_total{{node=\"{}\",result=\"ok\"}} {}",
+            label(node),
             st.ok.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             s,
-            "pksa_node_calls_total{{node=\"{node}\",result=\"failure\"}} {}",
+            "pksa_node_calls_total{{node=\"{}\",result=\"failure\"}} {}",
+            label(node),
             st.failures.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             s,
-            "pksa_node_calls_total{{node=\"{node}\",result=\"refused\"}} {}",
+            "pksa_node_calls_total{{node=\"{}\",result=\"refused\"}} {}",
+            label(node),
             st.refusals.load(Ordering::Relaxed)
         );
     }
@@ -130,7 +136,9 @@ pub async fn render(svc: &Service) -> String {
                 if let Ok(left) = left {
                     let _ = writeln!(
                         s,
-                        "pksa_spend_headroom{{limit=\"{counter}\",account=\"{account}\"}} {left}"
+                        "pksa_spend_headroom{{limit=\"{}\",account=\"{}\"}} {left}",
+                        label(&counter),
+                        label(account)
                     );
                 }
             }

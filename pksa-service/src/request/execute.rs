@@ -852,9 +852,7 @@ async fn broadcast_signed(
     match core.rpc.broadcast(&tx).await {
         Ok(b) => {
             core.counters.broadcasts_ok.fetch_add(1, Relaxed);
-            core.counters
-                .broadcast_latency_us
-                .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+            core.counters.broadcast_latency.observe(t0.elapsed());
             Outcome::SignAck {
                 broadcast: true,
                 data: Value::String(b.id),

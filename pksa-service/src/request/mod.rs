@@ -267,8 +267,11 @@ pub(crate) enum Outcome {
     Silent { reason: String },
 }
 
+/// Upper bounds (seconds) of the broadcast latency histogram.
+const BROADCAST_BUCKETS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0];
+
 /// Counters for /metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     /// (command, decision) → count.
     pub decisions: Mutex<std::collections::BTreeMap<(String, String), u64>>,
@@ -276,8 +279,19 @@ pub struct Counters {
     pub broadcasts_ok: AtomicU64,
     /// Broadcasts that failed.
     pub broadcasts_failed: AtomicU64,
-    /// Sum of broadcast latencies (µs).
-    pub broadcast_latency_us: AtomicU64,
+    /// How long successful broadcasts took.
+    pub broadcast_latency: has_relay::metrics::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            decisions: Mutex::default(),
+            broadcasts_ok: AtomicU64::new(0),
+            broadcasts_failed: AtomicU64::new(0),
+            broadcast_latency: has_relay::metrics::Histogram::new(&BROADCAST_BUCKETS),
+        }
+    }
 }
 
 impl Counters {

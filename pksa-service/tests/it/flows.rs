@@ -773,6 +773,14 @@ async fn metrics_health_and_readiness() {
     assert!(m.contains("pksa_server_connected{server=\""));
     assert!(m.contains("pksa_broadcasts_total{result=\"ok\"} 1"));
     assert!(m.contains("pksa_node_calls_total{node=\""));
+    // The broadcast's latency is a whole histogram, and the text reads as a scraper reads it.
+    assert!(
+        m.contains("pksa_broadcast_latency_seconds_count 1")
+            && m.contains("pksa_broadcast_latency_seconds_bucket{le=\"+Inf\"} 1"),
+        "{m}"
+    );
+    let body = m.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(has_relay::metrics::check_exposition(body), Ok(()), "{body}");
     assert!(http_get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     let r = http_get(addr, "/readyz").await;
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("ready"), "{r}");
