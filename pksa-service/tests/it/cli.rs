@@ -1173,3 +1173,27 @@ fn completions_and_man_page() {
         "{text}"
     );
 }
+
+/// The policy reference's examples are valid policies (as `policy validate` reads them).
+#[test]
+fn the_policy_reference_examples_validate() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policy.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(!blocks.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let file = dir.path().join(format!("example-{i}.toml"));
+        std::fs::write(&file, block.replace("[[policy.rules]]", "[[rules]]")).unwrap();
+        let out = bin()
+            .args(["policy", "validate"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "example {i}: {out:?}\n{block}");
+    }
+}
