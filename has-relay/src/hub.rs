@@ -56,6 +56,9 @@ struct Request {
     created: Instant,
     answer: Option<String>,
     delivered_to: HashSet<SocketId>,
+    /// Bytes held for it (the relayed frame while pending, then the kept answer), counted
+    /// against its origin address and the relay's total.
+    held: usize,
 }
 
 #[derive(Debug, Default)]
@@ -68,9 +71,10 @@ struct State {
     pending: HashMap<String, usize>,
     /// Sum of `pending`.
     pending_total: u64,
-    /// Bytes of the relayed frames of every pending request (the relay's memory that
-    /// strangers can fill).
-    pending_bytes: usize,
+    /// Bytes held for every request (relayed frames while pending, answers until expiry):
+    /// the relay's memory that strangers can fill, in total and per origin address.
+    held_bytes: usize,
+    held_by_ip: HashMap<IpAddr, usize>,
     /// Unanswered requests per originating socket and per address.
     pending_by_socket: HashMap<SocketId, usize>,
     pending_by_ip: HashMap<IpAddr, usize>,
@@ -97,15 +101,18 @@ fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
 }
 
 impl State {
+    /// `add` bytes more (or `sub` fewer) held for a request from `ip`.
+    fn hold(&mut self, ip: IpAddr, add: usize, sub: usize) {
+        self.held_bytes = self.held_bytes.saturating_add(add).saturating_sub(sub);
+        let e = self.held_by_ip.entry(ip).or_insert(0);
+        *e = e.saturating_add(add).saturating_sub(sub);
+        if *e == 0 {
+            self.held_by_ip.remove(&ip);
+        }
+    }
+
     /// A request stops being pending (answered or expired).
-    fn pending_done(
-        &mut self,
-        account: &str,
-        origin: (SocketId, IpAddr),
-        counted: bool,
-        bytes: usize,
-    ) {
-        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr), counted: bool) {
         if counted {
             decrement(&mut self.pending, &account.to_owned());
         }
@@ -230,8 +237,24 @@ pub struct Limits {
     pub per_socket: usize,
     /// Per client address (all its connections).
     pub per_ip: usize,
-    /// Bytes of every pending request together (whoever sent them).
+    /// Bytes held for requests together (relayed frames while pending, answers until
+    /// expiry), whoever sent them; one address (an IPv6 /64) may hold a sixteenth of it.
     pub total_bytes: usize,
+}
+
+/// The address a connection counts under: IPv4 as is, IPv6 by its /64 (one host usually
+/// has a whole /64 to pick addresses from).
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl Hub {
@@ -290,7 +313,8 @@ impl Hub {
             id,
             Socket {
                 tx,
-                ip,
+                // The per-address caps count an IPv6 /64 as one address.
+                ip: address_group(ip),
                 registered: HashMap::new(),
             },
         );
@@ -405,7 +429,21 @@ impl Hub {
                 "{cmd} refused: too many pending requests from this address"
             ));
         }
-        if st.pending_bytes.saturating_add(relayed.len()) > self.limits.total_bytes {
+        let per_address = self.limits.total_bytes / 16;
+        if st
+            .held_by_ip
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(relayed.len())
+            > per_address
+        {
+            self.metrics.count(cmd, "refused_ip_bytes");
+            return Err(format!(
+                "{cmd} refused: too many pending bytes from this address"
+            ));
+        }
+        if st.held_bytes.saturating_add(relayed.len()) > self.limits.total_bytes {
             self.metrics.count(cmd, "refused_relay_bytes");
             return Err(format!(
                 "{cmd} refused: the relay holds too many pending bytes; try again later"
@@ -435,7 +473,8 @@ impl Hub {
                 delivered.insert(t);
             }
         }
-        st.pending_bytes += relayed.len();
+        let held = relayed.len();
+        st.hold(ip, held, 0);
         st.requests.insert(
             uuid.clone(),
             Request {
@@ -449,6 +488,7 @@ impl Hub {
                 delivered_to: delivered,
                 origin: (from, ip),
                 counted: true,
+                held,
             },
         );
         st.queue
@@ -602,9 +642,12 @@ impl Hub {
         r.answer = Some(text.clone());
         self.metrics.observe_latency(r.created.elapsed());
         let (app, origin, counted) = (r.app_socket, r.origin, r.counted);
-        // Answered: what PKSAs were sent is no longer needed (only the answer is kept).
-        let bytes = std::mem::take(&mut r.relayed).len();
-        st.pending_done(&account, origin, counted, bytes);
+        // Answered: what PKSAs were sent is no longer needed; the answer is kept (and
+        // counted) until the request expires.
+        let relayed = std::mem::take(&mut r.relayed).len();
+        r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
+        st.hold(origin.1, text.len(), relayed);
+        st.pending_done(&account, origin, counted);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
@@ -651,10 +694,11 @@ impl Hub {
             .map(|(u, _)| u.clone())
             .collect();
         for uuid in &expired {
-            if let Some(r) = st.requests.remove(uuid)
-                && r.answer.is_none()
-            {
-                st.pending_done(&r.account, r.origin, r.counted, r.relayed.len());
+            if let Some(r) = st.requests.remove(uuid) {
+                st.hold(r.origin.1, 0, r.held);
+                if r.answer.is_none() {
+                    st.pending_done(&r.account, r.origin, r.counted);
+                }
             }
         }
         let mut queue = std::mem::take(&mut st.queue);

@@ -44,3 +44,16 @@ fn a_refused_start_writes_no_file() {
         assert!(!key.exists(), "{args:?} wrote {}", key.display());
     }
 }
+
+/// The per-address caps count an IPv6 /64 as one address (and a v4-mapped address as its
+/// IPv4 one).
+#[test]
+fn addresses_are_grouped_by_ipv6_64() {
+    use has_relay::hub::address_group;
+    use std::net::IpAddr;
+    let g = |s: &str| address_group(s.parse::<IpAddr>().unwrap());
+    assert_eq!(g("2001:db8:1:2:aaaa::1"), g("2001:db8:1:2:ffff:1:2:3"));
+    assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
+    assert_eq!(g("::ffff:192.0.2.7"), g("192.0.2.7"));
+    assert_ne!(g("192.0.2.7"), g("192.0.2.8"));
+}

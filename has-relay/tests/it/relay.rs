@@ -763,36 +763,44 @@ async fn many_connections_from_one_address_cannot_block_an_account() {
     assert_eq!(app.recv().await["cmd"], "sign_wait");
 }
 
-/// Many addresses together cannot make the relay hold more than `max_pending_bytes` of
-/// pending requests: past it, requests are refused.
+/// What the relay holds for requests is capped per address (a sixteenth of
+/// `max_pending_bytes`) and in total: one address cannot fill it, and many together cannot
+/// make it hold more than the cap.
 #[tokio::test]
-async fn pending_bytes_are_capped_across_addresses() {
+async fn pending_bytes_are_capped_per_address_and_in_total() {
     let alice = TestAccount::new("alice");
     let f = relay_with(&[&alice], |c| {
         c.frames_per_second = 100_000;
-        c.max_pending_bytes = 3 * 1024;
+        c.max_pending_per_account = 10_000;
+        c.max_pending_bytes = 48 * 1024;
     })
     .await;
     let (url, addr) = (f.relay.url.clone(), f.relay.addr);
-    // Each relayed sign_req is about 1 KiB (a CryptoJS ciphertext of 704 characters: DATA
-    // and ten more 48-byte runs of three blocks, plus the frame).
+    // Each relayed sign_req is about 815 bytes (a CryptoJS ciphertext of 704 characters:
+    // DATA and ten more 48-byte runs of three blocks, plus the frame): three fit in an
+    // address's 3 KiB, 60 in the 48 KiB total (20 addresses).
     let data = format!("{DATA}{}", "A".repeat(640));
     let mut peers = vec![];
-    let (mut waits, mut refused) = (0, 0);
-    for i in 0..6u8 {
-        let mut p = peer_from(&url, addr, [127, 0, 0, 10 + i]).await;
-        p.send(json!({"cmd": "sign_req", "account": "alice", "data": data}))
-            .await;
-        let r = p.recv().await;
-        match r["cmd"].as_str() {
-            Some("sign_wait") => waits += 1,
-            _ => {
-                let e = r["error"].as_str().unwrap_or("");
-                assert!(e.contains("too many pending bytes"), "{r}");
-                refused += 1;
+    let (mut waits, mut per_address, mut total) = (0, 0, 0);
+    for i in 0..25u8 {
+        let mut p = peer_from(&url, addr, [127, 0, 1, 10 + i]).await;
+        for _ in 0..4 {
+            p.send(json!({"cmd": "sign_req", "account": "alice", "data": data}))
+                .await;
+            let r = p.recv().await;
+            match (r["cmd"].as_str(), r["error"].as_str().unwrap_or("")) {
+                (Some("sign_wait"), _) => waits += 1,
+                (_, e) if e.contains("from this address") => per_address += 1,
+                (_, e) if e.contains("try again later") => total += 1,
+                _ => panic!("{r}"),
             }
         }
         peers.push(p);
     }
-    assert_eq!((waits, refused), (3, 3));
+    assert_eq!(
+        (waits, per_address, total),
+        (60, 20, 20),
+        "held, refused per address, refused for the total"
+    );
+    assert_eq!(waits + per_address + total, 100);
 }

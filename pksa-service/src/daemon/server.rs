@@ -157,9 +157,9 @@ async fn session(
         _ = stop.changed() => return Ended::Shutdown,
     };
     let (mut sink, mut source) = ws.split();
-    let log_payloads = svc.settings().log_payloads;
+    // Read per frame: a reload that turns payload logging off applies at once.
     let show = |t: &str| {
-        if log_payloads {
+        if svc.settings().log_payloads {
             Escaped(t).to_string()
         } else {
             frame::redact_for_log(t)
