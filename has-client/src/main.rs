@@ -7,6 +7,9 @@
 //! `error` frames, protocol). With `--json`, an error is one JSON object on stdout:
 //! `{"error": {"kind": …, "message": …, "exit_code": …}}`.
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +46,8 @@ struct Cli {
     /// Machine-readable output (errors too).
     #[arg(long, global = true)]
     json: bool,
-    /// Give up after this many seconds (exit code 5).
+    /// Give up waiting for the PKSA's answer to auth, sign or challenge after this many
+    /// seconds (exit code 5; `attach` has --wait, `bench` runs to its end).
     #[arg(long, global = true, default_value_t = 120)]
     timeout: u64,
     #[command(subcommand)]
@@ -80,9 +84,9 @@ enum Cmd {
         /// Account.
         #[arg(long)]
         account: String,
-        /// Service mode: the PKSA's auth_req_secret (better from the environment or a file:
+        /// Service mode: the PKSA's auth_req_secret (better from a file or HAS_AUTH_REQ_SECRET:
         /// a command line is visible to other users).
-        #[arg(long, env = "HAS_AUTH_REQ_SECRET", hide_env_values = true, conflicts_with_all = ["key", "secret_file"])]
+        #[arg(long, conflicts_with_all = ["key", "secret_file"])]
         secret: Option<String>,
         /// Service mode: read the auth_req_secret from this file (its first line).
         #[arg(long, conflicts_with = "key")]
@@ -184,13 +188,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let (json, timeout) = (cli.json, Duration::from_secs(cli.timeout.max(1)));
-    let result = rt.block_on(async {
-        match tokio::time::timeout(timeout, run(cli)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::Error::new(TimedOut(timeout.as_secs()))),
-        }
-    });
+    let json = cli.json;
+    let result = rt.block_on(run(cli));
     if let Err(e) = result {
         let (kind, code) = classify(&e);
         if json {
@@ -233,6 +232,17 @@ fn waiting(json: bool, what: &str) {
     }
 }
 
+/// `f` within `--timeout` seconds.
+async fn bounded<T>(
+    secs: u64,
+    f: impl std::future::Future<Output = Result<T, has_client::ClientError>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(Duration::from_secs(secs.max(1)), f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(anyhow::Error::new(TimedOut(secs.max(1)))),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut client = HasClient::connect(&cli.server).await?;
     if let Some(api) = &cli.hive_api {
@@ -262,6 +272,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Some(first)
                 }
+                // The environment only when no flag chose (--key included).
+                (None, None) if key.is_none() => std::env::var("HAS_AUTH_REQ_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty()),
                 (None, None) => None,
             };
             let mode = match (secret, key) {
@@ -286,7 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let previous = load_session(&cli.session).ok();
             waiting(cli.json, "authentication request");
-            let s = client.authenticate(&account, app, spec, mode).await?;
+            let s = bounded(cli.timeout, client.authenticate(&account, app, spec, mode)).await?;
             if let Some(p) = &previous {
                 s.continue_from(p);
             }
@@ -321,7 +335,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ops: Vec<serde_json::Value> = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("--ops must be a JSON array of operations: {e}"))?;
             waiting(cli.json, "sign request");
-            let r = client.sign(&s, ops, key_type.into(), !sign_only).await;
+            let r = bounded(
+                cli.timeout,
+                client.sign(&s, ops, key_type.into(), !sign_only),
+            )
+            .await;
             save_session(&cli.session, &s)?;
             match r? {
                 SignResult::Broadcast { uuid, tx_id } => {
@@ -363,7 +381,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = load_session(&cli.session)?;
             waiting(cli.json, "challenge");
-            let r = client.challenge(&s, key_type.into(), &text, decrypt).await;
+            let r = bounded(
+                cli.timeout,
+                client.challenge(&s, key_type.into(), &text, decrypt),
+            )
+            .await;
             save_session(&cli.session, &s)?;
             let r = r?;
             if cli.json {

@@ -33,6 +33,9 @@
 //! assert_eq!(back.data.decrypt(&key).unwrap(), data);
 //! ```
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 pub mod auth_payload;
 #[doc(hidden)]
 pub mod corpus;

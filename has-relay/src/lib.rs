@@ -14,6 +14,9 @@
 //! # Ok(()) }
 //! ```
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 mod config;
 mod conn;
 pub mod hub;

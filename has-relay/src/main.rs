@@ -1,5 +1,8 @@
 //! `has-relay`: flags and config file in, [`has_relay::run`] out.
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -45,12 +45,14 @@ impl Histogram {
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
+        // The count first, the buckets after, and `render` reads them the other way round:
+        // a scrape during an observation never shows a bucket above the count.
+        self.count.fetch_add(1, Ordering::SeqCst);
         for (b, c) in self.bounds.iter().zip(&self.buckets) {
             if secs <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
+                c.fetch_add(1, Ordering::SeqCst);
             }
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
@@ -63,10 +65,10 @@ impl Histogram {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{le=\"{b}\"}} {}",
-                c.load(Ordering::Relaxed)
+                c.load(Ordering::SeqCst)
             );
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = self.count.load(Ordering::SeqCst);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             out,

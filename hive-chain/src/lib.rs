@@ -19,6 +19,9 @@
 //! assert_eq!(signed.signers(&ChainId::MAINNET).unwrap(), vec![*key.public_key()]);
 //! ```
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 pub mod accounts;
 mod error;
 pub mod ops;

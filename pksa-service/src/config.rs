@@ -559,11 +559,14 @@ impl Settings {
 /// `state_dir` (the unit's `StateDirectory=`), the passphrase from the systemd credential
 /// [`SYSTEM_CREDENTIAL`], JSON logs for the journal.
 pub fn system_example(state_dir: &Path) -> Result<String, String> {
-    let dir = state_dir
-        .to_str()
-        .filter(|d| d.starts_with('/') && !d.contains('"'));
+    let dir = state_dir.to_str().filter(|d| {
+        d.starts_with('/') && !d.chars().any(|c| matches!(c, '"' | '\\') || c.is_control())
+    });
     let Some(dir) = dir.map(|d| d.trim_end_matches('/')) else {
-        return Err("--state-dir must be an absolute path without quotes".into());
+        return Err(
+            "--state-dir must be an absolute path without quotes, backslashes or control characters"
+                .into(),
+        );
     };
     let mut text = EXAMPLE.to_owned();
     for (from, to) in [
@@ -730,7 +733,9 @@ mod tests {
             }
         );
         assert!(c.log.json);
-        assert!(system_example(Path::new("relative")).is_err());
+        for bad in ["relative", "/var/lib/\"x", "/var/lib/a\\b", "/var/lib/a\nb"] {
+            assert!(system_example(Path::new(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! * [`daemon`]: one connection task per HAS server, health and metrics, `run`.
 //! * [`cli`]: the commands, the sandbox.
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod daemon;

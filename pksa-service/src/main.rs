@@ -1,5 +1,8 @@
 //! `pksa-service`: parses flags and hands over to [`pksa_service::cli::main`].
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() {

@@ -153,7 +153,22 @@ function payloadsOf(name, keys) {
     'in:auth_ack': 'auth_ack_data',
     'in:challenge_ack': 'challenge_ack_data',
   };
-  for (const f of frames.filter((f) => f.lib === name)) {
+  const mine = frames.filter((f) => f.lib === name);
+  // Every auth_req carries its session key encrypted with the auth_req_secret: with those,
+  // even the payloads of a refused authentication (whose key the library dropped) decrypt.
+  keys = [...keys];
+  for (const f of mine) {
+    try {
+      const m = JSON.parse(f.text);
+      if (f.dir === 'out' && m.cmd === 'auth_req' && typeof m.auth_key === 'string') {
+        const k = decrypt(m.auth_key, secret);
+        if (k) keys.push(k);
+      }
+    } catch (e) {
+      // not JSON or not decryptable: checked below
+    }
+  }
+  for (const f of mine) {
     let m;
     try {
       m = JSON.parse(f.text);
@@ -162,7 +177,9 @@ function payloadsOf(name, keys) {
     }
     const kind = inner[`${f.dir}:${m.cmd}`];
     if (!kind || typeof m.data !== 'string') continue;
-    // The key that decrypts it (an app holds one key per session).
+    // The key that decrypts it (an app holds one key per session); a frame none of the
+    // library's keys decrypts is reported (its payload would go unchecked).
+    let found = false;
     for (const k of keys) {
       let text = '';
       try {
@@ -171,9 +188,17 @@ function payloadsOf(name, keys) {
         text = '';
       }
       if (text) {
-        out.push({ lib: name, name: kind, text });
+        // The deliberately bad auth_req (BAD_KEY_TYPE) must fail the schema, as the service
+        // refuses it.
+        const invalid = kind === 'auth_req_data' && text.includes(`"key_type":"${BAD_KEY_TYPE}"`);
+        out.push({ lib: name, name: kind, text, invalid });
+        found = true;
         break;
       }
+    }
+    if (!found) {
+      lib = name;
+      check(`the ${kind} of a ${m.cmd} decrypts with one of the library's keys`, false, f.text.slice(0, 120));
     }
   }
   return out;
@@ -286,7 +311,8 @@ async function aioha() {
   // maps only auth_nack and sign_nack to 4001 "rejected"; a challenge_nack comes back as
   // its generic error 5000.
   const denied = await app.signMessage(`interop-${Date.now()}`, KeyTypes.Active);
-  check('active signMessage: refused', denied.success === false && !denied.result, JSON.stringify(denied));
+  // 5000 with the nack object as its text; an expiry would be 4002.
+  check('active signMessage: refused', denied.success === false && denied.errorCode === 5000 && denied.error === '[object Object]', JSON.stringify(denied));
 
   // vote: a broadcast.
   const permlink = `interop-aioha-${Date.now()}`;

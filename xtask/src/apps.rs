@@ -141,12 +141,18 @@ fn drive(
     for p in &payloads {
         let name = p["name"].as_str().unwrap_or_default();
         let text = p["text"].as_str().unwrap_or_default();
+        let expect_invalid = p["invalid"] == Value::Bool(true);
         match serde_json::from_str::<Value>(text) {
-            Ok(v) => {
-                if let Err(e) = validate::validate(dir::PAYLOADS, name, &v) {
-                    failed.push(format!("{label}: {}: payload {e} in {text}", p["lib"]));
+            Ok(v) => match (validate::validate(dir::PAYLOADS, name, &v), expect_invalid) {
+                (Ok(()), false) | (Err(_), true) => {}
+                (Err(e), false) => {
+                    failed.push(format!("{label}: {}: payload {e} in {text}", p["lib"]))
                 }
-            }
+                (Ok(()), true) => failed.push(format!(
+                    "{label}: {}: a payload the service must refuse passed the schema: {text}",
+                    p["lib"]
+                )),
+            },
             Err(_) => failed.push(format!("{label}: payload {name} is not JSON: {text}")),
         }
     }
@@ -162,6 +168,19 @@ fn drive(
                 .join("; ")
         })
         .unwrap_or_default();
+    let mut payloads_per_lib = std::collections::BTreeMap::<&str, usize>::new();
+    for p in &payloads {
+        *payloads_per_lib
+            .entry(p["lib"].as_str().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    for lib in per_lib.keys() {
+        if payloads_per_lib.get(lib.as_str()).copied().unwrap_or(0) < 3 {
+            failed.push(format!(
+                "{label}: {lib}: fewer than 3 inner payloads checked ({payloads_per_lib:?})"
+            ));
+        }
+    }
     if per_lib.len() < 3 || frames.is_empty() || payloads.is_empty() {
         failed.push(format!(
             "{label}: the script recorded too little ({} libraries, {} frames, {} payloads)",

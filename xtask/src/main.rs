@@ -10,6 +10,8 @@
 //!   the bounds it must stay within (release binaries on loopback; CI runs 5 s each).
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
 
+// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+#![forbid(unsafe_code)]
 // xtask is a developer tool, not a library: indexing and early exits are acceptable here.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 

@@ -59,6 +59,15 @@ async fn options_anywhere_secrets_from_env_or_file_json_errors_and_exit_codes() 
             ],
             &[("HAS_AUTH_REQ_SECRET", "not-the-secret-0123456789")],
         ));
+        // HAS_AUTH_REQ_SECRET exported does not stand in the way of --key (it is only used
+        // when no flag chose): a key the PKSA does not know gets silence, then --timeout.
+        outs.push(client(
+            &[
+                "--server", &relay, "--session", &other, "--json", "--timeout", "2", "auth",
+                "--account", &account, "--key", "00000000-0000-4000-8000-000000000000",
+            ],
+            &[("HAS_AUTH_REQ_SECRET", "not-the-secret-0123456789")],
+        ));
         let empty = format!("{secret_file_s}.empty");
         std::fs::write(&empty, "\n").unwrap();
         outs.push(client(
@@ -101,12 +110,18 @@ async fn options_anywhere_secrets_from_env_or_file_json_errors_and_exit_codes() 
     let [
         auth_file,
         auth_env_bad,
+        auth_key_with_env,
         auth_env_empty,
         refused,
         failed,
         challenge,
         no_relay,
-    ] = <[Output; 7]>::try_from(outs).unwrap();
+    ] = <[Output; 8]>::try_from(outs).unwrap();
+    assert_eq!(
+        auth_key_with_env.status.code(),
+        Some(5),
+        "{auth_key_with_env:?}"
+    );
     assert!(auth_file.status.success(), "{auth_file:?}");
     assert_eq!(json(&auth_file)["account"], sb.account.as_str());
     assert_eq!(auth_env_bad.status.code(), Some(5), "{auth_env_bad:?}");

@@ -19,11 +19,9 @@ fn read_wif() -> anyhow::Result<SecretString> {
             "WIF private key (not echoed): ",
         )?))
     } else {
-        let mut line = String::new();
+        let mut line = zeroize::Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;
-        let s = SecretString::new(line.trim().to_owned());
-        line.clear();
-        Ok(s)
+        Ok(SecretString::new(line.trim().to_owned()))
     }
 }
 
@@ -33,11 +31,11 @@ fn read_password() -> anyhow::Result<SecretString> {
             "Master password of the account (not echoed): ",
         )?))
     } else {
-        let mut line = String::new();
+        let mut line = zeroize::Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;
-        let s = SecretString::new(line.trim_end_matches(['\r', '\n']).to_owned());
-        line.clear();
-        Ok(s)
+        Ok(SecretString::new(
+            line.trim_end_matches(['\r', '\n']).to_owned(),
+        ))
     }
 }
 

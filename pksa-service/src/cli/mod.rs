@@ -455,7 +455,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     cli.config.display()
                 );
             }
-            std::fs::write(&cli.config, text)?;
+            // It will hold the auth_req_secret: readable by its owner only.
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            std::io::Write::write_all(&mut file.open(&cli.config)?, text.as_bytes())?;
             println!(
                 "wrote {}: edit has_servers, hive_api and auth_req_secret, then `pksa-service keys add`",
                 cli.config.display()
@@ -585,6 +590,8 @@ async fn run(
     config.log.payloads |= log_payloads;
     // One service per state file; `reload` finds it by this file, locked while it runs.
     let pid_file = PidFile::acquire(&config.state.with_extension("pid"))?;
+    // Before the keystore is read: a key added after this point is one the service lacks.
+    let running = Running::new(&config, json_logs, log_payloads);
     let ks = open_keys(&config)?;
     if ks.accounts().is_empty() {
         anyhow::bail!(
@@ -610,7 +617,6 @@ async fn run(
     let (stop, rx) = watch::channel(false);
     let reload_svc = svc.clone();
     let config_path = path.to_path_buf();
-    let running = Running::new(&config, json_logs, log_payloads);
     // SIGHUP is handled before the pid is published: `reload` must never reach a process
     // whose default action for it is to terminate.
     #[cfg(unix)]
