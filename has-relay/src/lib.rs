@@ -243,6 +243,11 @@ impl RelayHandle {
 pub async fn spawn(addr: SocketAddr, config: RelayConfig) -> anyhow::Result<RelayHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // As `run`: an accounts file that cannot be read refuses the start before the key file
+    // is written.
+    if let AccountSource::File(p) = &config.accounts {
+        Directory::from_file(p)?;
+    }
     let server_key = *load_or_create_server_key(&config.key_file)?.public_key();
     let (stop, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(run(listener, config, async move {

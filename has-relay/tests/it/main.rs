@@ -57,3 +57,17 @@ fn addresses_are_grouped_by_ipv6_64() {
     assert_eq!(g("::ffff:192.0.2.7"), g("192.0.2.7"));
     assert_ne!(g("192.0.2.7"), g("192.0.2.8"));
 }
+
+/// `spawn` (the sandbox's way in) refuses an unreadable accounts file before it writes a key
+/// file, as the binary does.
+#[tokio::test]
+async fn spawn_refuses_before_writing_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("relay.key");
+    let accounts = dir.path().join("accounts.json");
+    std::fs::write(&accounts, "not json").unwrap();
+    let config = has_relay::RelayConfig::new(key.clone(), has_relay::AccountSource::File(accounts));
+    let r = has_relay::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), config).await;
+    assert!(r.is_err());
+    assert!(!key.exists());
+}

@@ -121,8 +121,14 @@ pub struct DevNodeArgs {
     /// An account with login-derived keys (with --password), as the sandbox's.
     #[arg(long, requires = "password", conflicts_with = "accounts")]
     pub account: Option<String>,
-    /// The password its keys derive from.
-    #[arg(long, requires = "account")]
+    /// The password its keys derive from (PKSA_DEV_PASSWORD keeps it off the command line,
+    /// where other local users can read it).
+    #[arg(
+        long,
+        requires = "account",
+        env = "PKSA_DEV_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Print the node's URL and accounts as one JSON line.
     #[arg(long)]

@@ -826,14 +826,25 @@ fn dev_node_serves_the_accounts_it_was_given() {
     )
     .unwrap();
     let file_s = file.to_string_lossy().into_owned();
-    for (args, names) in [
+    for (args, names, password) in [
         (
             vec!["--account", "alice", "--password", "pw"],
             vec!["alice"],
+            None,
         ),
-        (vec!["--accounts", file_s.as_str()], vec!["carol", "dave"]),
+        // The password from the environment (off the command line).
+        (vec!["--account", "alice"], vec!["alice"], Some("pw")),
+        (
+            vec!["--accounts", file_s.as_str()],
+            vec!["carol", "dave"],
+            None,
+        ),
     ] {
-        let mut child = bin()
+        let mut cmd = bin();
+        if let Some(p) = password {
+            cmd.env("PKSA_DEV_PASSWORD", p);
+        }
+        let mut child = cmd
             .arg("dev-node")
             .arg("--json")
             .args(&args)
