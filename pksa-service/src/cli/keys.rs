@@ -13,23 +13,11 @@ use super::{KeysCmd, load_config};
 use crate::config::{Config, KeySource};
 use crate::keystore::{KeyStore, read_new_passphrase, read_passphrase};
 
-fn read_wif() -> anyhow::Result<SecretString> {
+/// A secret from a prompt (not echoed) at a terminal, else the first line of stdin (its line
+/// ending removed; the buffer is zeroized).
+fn read_secret(prompt: &str) -> anyhow::Result<SecretString> {
     if std::io::stdin().is_terminal() {
-        Ok(SecretString::new(rpassword::prompt_password(
-            "WIF private key (not echoed): ",
-        )?))
-    } else {
-        let mut line = zeroize::Zeroizing::new(String::new());
-        std::io::stdin().lock().read_line(&mut line)?;
-        Ok(SecretString::new(line.trim().to_owned()))
-    }
-}
-
-fn read_password() -> anyhow::Result<SecretString> {
-    if std::io::stdin().is_terminal() {
-        Ok(SecretString::new(rpassword::prompt_password(
-            "Master password of the account (not echoed): ",
-        )?))
+        Ok(SecretString::new(rpassword::prompt_password(prompt)?))
     } else {
         let mut line = zeroize::Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;
@@ -128,8 +116,8 @@ pub(super) fn run(path: &Path, cmd: KeysCmd) -> anyhow::Result<()> {
             let role: KeyRole = role
                 .parse()
                 .map_err(|_| anyhow::anyhow!("role must be memo, posting or active"))?;
-            let wif = read_wif()?;
-            let key = PrivateKey::from_wif(wif.expose_secret())
+            let wif = read_secret("WIF private key (not echoed): ")?;
+            let key = PrivateKey::from_wif(wif.expose_secret().trim())
                 .map_err(|e| anyhow::anyhow!("not a valid WIF private key: {e}"))?;
             let public = *key.public_key();
             if role != KeyRole::Owner {
@@ -149,7 +137,7 @@ pub(super) fn run(path: &Path, cmd: KeysCmd) -> anyhow::Result<()> {
                     .map(|r| parse_role(r))
                     .collect::<Result<_, _>>()?
             };
-            let password = read_password()?;
+            let password = read_secret("Master password of the account (not echoed): ")?;
             if password.expose_secret().is_empty() {
                 anyhow::bail!("the password is empty");
             }

@@ -50,6 +50,32 @@ fn run_env(
     )
 }
 
+/// Waits until `pid_file` names `svc` (the service publishes it once it handles SIGHUP); the
+/// 60 s bound is against a hang, not a speed check.
+pub(crate) fn wait_for_pid_file(pid_file: &std::path::Path, svc: &mut std::process::Child) {
+    let want = svc.id().to_string();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(pid_file).unwrap_or_default() != want {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no pid file"
+        );
+        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `kill -SIGNAL pid`.
+pub(crate) fn signal(pid: u32, signal: &str) {
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 fn config(dir: &std::path::Path, extra: &str) {
     std::fs::write(
         dir.join("pksa.toml"),
@@ -760,15 +786,7 @@ fn reload_signals_only_a_running_service() {
         "{line}"
     );
     // Ready for SIGHUP once its pid is published.
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(30),
-            "no pid file"
-        );
-        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_pid_file(&pid_file, &mut svc);
     let (ok, out, err) = run(dir.path(), &["reload"], None);
     assert!(
         ok && out.contains(&format!("sent SIGHUP to {want}")),
@@ -780,13 +798,7 @@ fn reload_signals_only_a_running_service() {
         svc.try_wait().unwrap().is_none(),
         "SIGHUP stopped the service"
     );
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &want])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(svc.id(), "-TERM");
     svc.wait().unwrap();
     assert!(!pid_file.exists(), "the pid file outlived the service");
     let (ok, _, err) = run(dir.path(), &["reload"], None);
@@ -1006,25 +1018,10 @@ fn the_systemd_unit_runs_the_service_init_system_configures() {
     let v: serde_json::Value = serde_json::from_str(&first).expect("JSON log lines");
     assert!(v["fields"]["message"].is_string(), "{first}");
     let pid_file = state.join("pksa-state.pid");
-    let want = svc.id().to_string();
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(30),
-            "no pid file"
-        );
-        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    for signal in ["-HUP", "-TERM"] {
-        assert!(
-            Command::new("kill")
-                .args([signal, &want])
-                .status()
-                .unwrap()
-                .success()
-        );
-        if signal == "-HUP" {
+    wait_for_pid_file(&pid_file, &mut svc);
+    for sig in ["-HUP", "-TERM"] {
+        signal(svc.id(), sig);
+        if sig == "-HUP" {
             // Reloaded, not stopped: the log says so.
             let t0 = std::time::Instant::now();
             loop {

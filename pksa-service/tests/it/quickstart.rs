@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use has_crypto::{KeyRole, PrivateKey};
 
@@ -118,20 +117,8 @@ fn the_readme_quick_start_runs_as_written() {
     let stderr = svc.stderr.take().unwrap();
     let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let pid_file = dir.path().join("pksa-state.pid");
-    let want = svc.id().to_string();
-    let t0 = Instant::now();
-    while std::fs::read_to_string(&pid_file).unwrap_or_default() != want {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no pid file");
-        assert!(svc.try_wait().unwrap().is_none(), "the service exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &want])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::cli::wait_for_pid_file(&pid_file, &mut svc);
+    crate::cli::signal(svc.id(), "-TERM");
     let status = svc.wait().unwrap();
     let log = log.join().unwrap();
     assert!(status.success(), "{status:?}\n{log}");
