@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::secret::SecretString;
-use crate::{aes_cbc, md5x};
+use crate::{aes_cbc, aesx, md5x};
 
 /// The 8-byte header OpenSSL and CryptoJS put before the salt.
 const HEADER: &[u8; 8] = b"Salted__";
@@ -193,9 +193,10 @@ impl Parsed<'_> {
 
     /// Which of `passphrases` may decrypt this ciphertext, in ascending index order: every
     /// right one, and a wrong one about once in two million (see [`Parsed`]);
-    /// [`Parsed::decrypt`] then decides. Equal-length passphrases are derived eight at a
-    /// time (`md5x`), which is what makes a ciphertext nobody can decrypt cheap to turn away
-    /// over thousands of session keys.
+    /// [`Parsed::decrypt`] then decides. Equal-length passphrases are derived sixteen at
+    /// a time (`md5x`) and their keys tested on the last block sixteen at a time (`aesx`),
+    /// which is what makes a ciphertext nobody can decrypt cheap to turn away over
+    /// thousands of session keys.
     pub fn plausible(&self, passphrases: &[&str]) -> Vec<usize> {
         let Some(prev) = self.prev else {
             // One block: testing it needs the IV as well; rare enough to do one by one (on
@@ -228,10 +229,11 @@ impl Parsed<'_> {
                         *lane = p.as_bytes();
                     }
                 }
-                match lane_keys(&mut buf, &lanes, &self.salt) {
+                match md5x::evp_keys(&mut buf.scratch, &lanes, &self.salt, &mut buf.keys) {
                     Some(()) => {
-                        for (&i, key) in chunk.iter().zip(buf.keys.iter()) {
-                            if test(key) {
+                        aesx::decrypt_lanes(&buf.keys, &prev, &self.last, &mut buf.plain);
+                        for (&i, plain) in chunk.iter().zip(buf.plain.iter()) {
+                            if tail_plausible(plain) {
                                 out.push(i);
                             }
                         }
@@ -268,46 +270,22 @@ fn tail_plausible(block: &[u8; 16]) -> bool {
     std::str::from_utf8(text.get(skip..).unwrap_or_default()).is_ok()
 }
 
-/// Buffers for [`lane_keys`], zeroized once when dropped (not once per batch).
+/// Buffers for [`Parsed::plausible`], zeroized once when dropped (not once per batch).
 #[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct Lanes {
-    msg: [[u8; 128]; md5x::LANES],
+    scratch: md5x::Scratch,
     keys: [[u8; 32]; md5x::LANES],
+    plain: [[u8; 16]; md5x::LANES],
 }
 
 impl Lanes {
     fn new() -> Self {
         Lanes {
-            msg: [[0; 128]; md5x::LANES],
+            scratch: md5x::Scratch::new(),
             keys: [[0; 32]; md5x::LANES],
+            plain: [[0; 16]; md5x::LANES],
         }
     }
-}
-
-/// The AES keys (`EVP_BytesToKey`'s first 32 bytes) of eight equal-length passphrases with
-/// one salt, into `buf.keys`. None when they are too long for `md5x` or not of equal length.
-fn lane_keys(buf: &mut Lanes, passphrases: &[&[u8]; md5x::LANES], salt: &[u8; 8]) -> Option<()> {
-    let len = passphrases.first()?.len();
-    if passphrases.iter().any(|p| p.len() != len) {
-        return None;
-    }
-    for (m, p) in buf.msg.iter_mut().zip(passphrases) {
-        m.get_mut(..len)?.copy_from_slice(p);
-        m.get_mut(len..len + 8)?.copy_from_slice(salt);
-    }
-    let d1 = Zeroizing::new(md5x::digest(&mut buf.msg, len + 8)?);
-    for ((m, p), d) in buf.msg.iter_mut().zip(passphrases).zip(d1.iter()) {
-        m.get_mut(..16)?.copy_from_slice(d);
-        m.get_mut(16..16 + len)?.copy_from_slice(p);
-        m.get_mut(16 + len..24 + len)?.copy_from_slice(salt);
-    }
-    let d2 = Zeroizing::new(md5x::digest(&mut buf.msg, len + 24)?);
-    for ((k, a), b) in buf.keys.iter_mut().zip(d1.iter()).zip(d2.iter()) {
-        let (x, y) = k.split_at_mut(16);
-        x.copy_from_slice(a);
-        y.copy_from_slice(b);
-    }
-    Some(())
 }
 
 /// Encrypts `plaintext` with a fresh random salt from the system CSPRNG.

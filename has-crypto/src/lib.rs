@@ -32,6 +32,7 @@
 //! ```
 
 mod aes_cbc;
+mod aesx;
 pub mod base58;
 pub mod cryptojs;
 mod error;

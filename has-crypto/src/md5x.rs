@@ -6,7 +6,8 @@
 //! AVX-512 (the same code compiled three times, picked once per call from what the CPU
 //! reports). The result is checked against the `md-5` crate in the tests.
 //!
-//! Only what `EVP_BytesToKey` needs: messages of equal length, padded here.
+//! Only what `EVP_BytesToKey` needs ([`evp_keys`]): passphrases of equal length, laid out
+//! in lanes once for both of its MD5s.
 
 // Lane indices run over fixed-size arrays with constant bounds.
 #![allow(clippy::indexing_slicing)]
@@ -160,76 +161,159 @@ fn compress_lanes(state: &mut [L; 4], w: &[L; 16]) {
     }
 }
 
-/// [`compress_lanes`] compiled for AVX-512 (16 lanes in one register).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn compress_avx512(state: &mut [L; 4], w: &[L; 16]) {
-    compress_lanes(state, w);
-}
+/// Longest passphrase [`evp_keys`] takes: the second MD5 message (16 + len + 8 bytes) fits
+/// in two blocks with its padding.
+pub(crate) const MAX_LEN: usize = 95;
 
-/// [`compress_lanes`] compiled for AVX2 (8 lanes per register).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn compress_avx2(state: &mut [L; 4], w: &[L; 16]) {
-    compress_lanes(state, w);
-}
-
-/// [`compress_lanes`] with the widest instructions the CPU has.
-#[allow(unsafe_code)]
-fn compress(state: &mut [L; 4], w: &[L; 16]) {
+/// The first 32 bytes of `EVP_BytesToKey` (MD5, one iteration) for `LANES` passphrases of
+/// the same length and one salt, into `keys`: `D1 = MD5(p || salt)`, `D2 = MD5(D1 || p ||
+/// salt)`, key `= D1 || D2`. None (and `keys` untouched) when the lengths differ or pass
+/// [`MAX_LEN`].
+///
+/// `p || salt` is laid out in lanes once: in the second message it starts 16 bytes (four
+/// words) later, after `D1`, whose words are the first state's as they are, so both
+/// messages share it and nothing goes back to bytes in between. `scratch` holds the
+/// passphrases' bytes and words; the caller zeroizes it once, not once per call.
+pub(crate) fn evp_keys(
+    scratch: &mut Scratch,
+    passphrases: &[&[u8]; LANES],
+    salt: &[u8; 8],
+    keys: &mut [[u8; 32]; LANES],
+) -> Option<()> {
+    let len = passphrases.first()?.len();
+    if len > MAX_LEN || passphrases.iter().any(|p| p.len() != len) {
+        return None;
+    }
+    let used = layout(scratch, passphrases, salt);
+    let (words, n) = (&scratch.words, len + 8);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: a `#[target_feature]` function may run only on a CPU with that
             // feature; the CPU reported AVX-512F just above. Nothing else is required.
-            unsafe { compress_avx512(state, w) };
-            return;
+            #[allow(unsafe_code)]
+            unsafe {
+                hash_keys_avx512(words, used, n, keys)
+            };
+            return Some(());
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: as above, for AVX2.
-            unsafe { compress_avx2(state, w) };
-            return;
+            #[allow(unsafe_code)]
+            unsafe {
+                hash_keys_avx2(words, used, n, keys)
+            };
+            return Some(());
         }
     }
-    compress_lanes(state, w);
+    hash_keys(words, used, n, keys);
+    Some(())
 }
 
-/// Longest message [`digest`] takes (two blocks with their padding).
-pub(crate) const MAX_LEN: usize = 119;
+/// `p || salt || 0x80` of every lane as little-endian words (word `j` of lane `l` at
+/// `words[j][l]`), the last one completed with zeros; how many words that is. Compiled
+/// for the baseline target on purpose: with AVX-512 the compiler turns these stores into
+/// scatters, slower than plain ones.
+fn layout(scratch: &mut Scratch, passphrases: &[&[u8]; LANES], salt: &[u8; 8]) -> usize {
+    let len = passphrases[0].len();
+    let n = len + 8;
+    let used = n / 4 + 1;
+    let b = &mut scratch.bytes;
+    // The same in every lane: the salt, the padding's first byte, the zeros after it (a
+    // longer passphrase of an earlier call may have left bytes there).
+    b[len..n].copy_from_slice(salt);
+    b[n] = 0x80;
+    b[n + 1..used * 4].fill(0);
+    for (l, p) in passphrases.iter().enumerate() {
+        b[..len].copy_from_slice(p);
+        for (word, bytes) in scratch.words[..used].iter_mut().zip(b.chunks_exact(4)) {
+            word[l] = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
+    }
+    used
+}
 
-/// MD5 of `LANES` messages of the same length `len` (at most [`MAX_LEN`]): message `l` is
-/// `msgs[l][..len]`, and the padding is written after it in place. None when `len` is too
-/// long.
-pub(crate) fn digest(msgs: &mut [[u8; 128]; LANES], len: usize) -> Option<[[u8; 16]; LANES]> {
-    if len > MAX_LEN {
-        return None;
-    }
-    let mut state: [L; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476].map(L::splat);
-    let blocks = (len + 8) / 64 + 1;
-    let end = blocks * 64;
-    let padded = msgs;
-    for m in padded.iter_mut() {
-        m[len..end].fill(0);
-        m[len] = 0x80;
-        m[end - 8..end].copy_from_slice(&(len as u64 * 8).to_le_bytes());
-    }
-    for blk in 0..blocks {
-        let mut w = [L::splat(0); 16];
-        for (l, m) in padded.iter().enumerate() {
-            let block: &[u8; 64] = m[blk * 64..blk * 64 + 64].try_into().ok()?;
-            for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-                word.0[l] = u32::from_le_bytes(bytes.try_into().ok()?);
-            }
-        }
-        compress(&mut state, &w);
-    }
-    let mut out = [[0u8; 16]; LANES];
-    for (l, o) in out.iter_mut().enumerate() {
-        for (j, s) in state.iter().enumerate() {
-            o[j * 4..j * 4 + 4].copy_from_slice(&s.0[l].to_le_bytes());
+/// Buffers for [`evp_keys`].
+#[derive(zeroize::Zeroize)]
+pub(crate) struct Scratch {
+    bytes: [u8; 128],
+    words: [[u32; LANES]; 32],
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Scratch {
+            bytes: [0; 128],
+            words: [[0; LANES]; 32],
         }
     }
-    Some(out)
+}
+
+/// [`hash_keys`] compiled for AVX-512 (16 lanes in one register).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn hash_keys_avx512(
+    words: &[[u32; LANES]; 32],
+    used: usize,
+    n: usize,
+    keys: &mut [[u8; 32]; LANES],
+) {
+    hash_keys(words, used, n, keys);
+}
+
+/// [`hash_keys`] compiled for AVX2 (8 lanes per register).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn hash_keys_avx2(words: &[[u32; LANES]; 32], used: usize, n: usize, keys: &mut [[u8; 32]; LANES]) {
+    hash_keys(words, used, n, keys);
+}
+
+/// The two MD5s of [`evp_keys`] over the `used` words [`layout`] wrote (`n` bytes of
+/// `p || salt` in each lane).
+#[inline(always)]
+fn hash_keys(words: &[[u32; LANES]; 32], used: usize, n: usize, keys: &mut [[u8; 32]; LANES]) {
+    let init: [L; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476].map(L::splat);
+    // One call site each for `hash` and the compression: each is inlined once (a debug
+    // build's stack frame grows with every inlined copy).
+    let mut d = [init; 2];
+    let mut first = init;
+    for (r, out) in d.iter_mut().enumerate() {
+        *out = hash(words, used, &first, r * 4, n + r * 16);
+        first = *out;
+    }
+    let [d1, d2] = d;
+    for (l, key) in keys.iter_mut().enumerate() {
+        for (j, s) in d1.iter().chain(&d2).enumerate() {
+            key[j * 4..j * 4 + 4].copy_from_slice(&s.0[l].to_le_bytes());
+        }
+    }
+}
+
+/// MD5 of one message per lane, `m_len` bytes long: the first `at` words from `first`,
+/// then the `used` words of `p || salt || 0x80` in `words`, then zeros, and the bit
+/// length in the last block's word 14 (word 15, its high half, is zero at these lengths).
+#[inline(always)]
+fn hash(
+    words: &[[u32; LANES]; 32],
+    used: usize,
+    first: &[L; 4],
+    at: usize,
+    m_len: usize,
+) -> [L; 4] {
+    let mut m = [L::splat(0); 32];
+    m[..at].copy_from_slice(&first[..at]);
+    for (x, w) in m[at..at + used].iter_mut().zip(words) {
+        *x = L(*w);
+    }
+    let blocks = (m_len + 8) / 64 + 1;
+    m[blocks * 16 - 2] = L::splat((m_len as u32) * 8);
+    let mut state = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476].map(L::splat);
+    for block in m.chunks_exact(16).take(blocks) {
+        if let Ok(block) = <&[L; 16]>::try_from(block) {
+            compress_lanes(&mut state, block);
+        }
+    }
+    state
 }
 
 #[cfg(test)]
@@ -237,58 +321,92 @@ mod tests {
     use super::*;
     use md5::{Digest, Md5};
 
-    #[test]
-    fn matches_md5_at_every_length_around_block_edges() {
-        for len in [0usize, 1, 3, 44, 55, 56, 60, 63, 64, 65, 100, 119] {
-            let mut msgs = [[0xAAu8; 128]; LANES];
-            for (l, m) in msgs.iter_mut().enumerate() {
-                for (i, b) in m.iter_mut().take(len).enumerate() {
-                    *b = (i * 7 + l * 31 + len) as u8;
-                }
-            }
-            let got = digest(&mut msgs.clone(), len).unwrap();
-            for l in 0..LANES {
-                let want: [u8; 16] = Md5::digest(&msgs[l][..len]).into();
-                assert_eq!(got[l], want, "len {len} lane {l}");
-            }
-        }
-        assert!(digest(&mut [[0; 128]; LANES], MAX_LEN + 1).is_none());
+    /// `EVP_BytesToKey`'s first 32 bytes, one message at a time with the `md5` crate.
+    fn evp_key(p: &[u8], salt: &[u8; 8]) -> [u8; 32] {
+        let d1: [u8; 16] = Md5::new()
+            .chain_update(p)
+            .chain_update(salt)
+            .finalize()
+            .into();
+        let d2: [u8; 16] = Md5::new()
+            .chain_update(d1)
+            .chain_update(p)
+            .chain_update(salt)
+            .finalize()
+            .into();
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(&d1);
+        k[16..].copy_from_slice(&d2);
+        k
     }
 
-    /// Every compiled form of the compression this CPU can run gives the portable result
-    /// (the digest test above runs only the widest one).
+    fn messages(len: usize, seed: usize) -> Vec<Vec<u8>> {
+        (0..LANES)
+            .map(|l| {
+                (0..len)
+                    .map(|i| (i * 7 + l * 31 + len + seed) as u8)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every length up to the limit (both messages cross the block edges at various
+    /// places), in an order that leaves longer bytes in the scratch before shorter ones.
+    #[test]
+    fn evp_keys_match_md5_at_every_length() {
+        let salt = [0x5a, 1, 2, 3, 4, 5, 6, 0xff];
+        let mut scratch = Scratch::new();
+        let lens: Vec<usize> = (0..=MAX_LEN).rev().chain(0..=MAX_LEN).collect();
+        for (seed, &len) in lens.iter().enumerate() {
+            let msgs = messages(len, seed);
+            let refs: [&[u8]; LANES] = std::array::from_fn(|l| msgs[l].as_slice());
+            let mut keys = [[0u8; 32]; LANES];
+            evp_keys(&mut scratch, &refs, &salt, &mut keys).unwrap();
+            for l in 0..LANES {
+                assert_eq!(keys[l], evp_key(&msgs[l], &salt), "len {len} lane {l}");
+            }
+        }
+        let mut keys = [[0u8; 32]; LANES];
+        let long = messages(MAX_LEN + 1, 0);
+        let refs: [&[u8]; LANES] = std::array::from_fn(|l| long[l].as_slice());
+        assert!(evp_keys(&mut scratch, &refs, &salt, &mut keys).is_none());
+        let mut mixed: [&[u8]; LANES] = [b"abc"; LANES];
+        mixed[9] = b"abcd";
+        assert!(evp_keys(&mut scratch, &mixed, &salt, &mut keys).is_none());
+        assert_eq!(keys, [[0u8; 32]; LANES]);
+    }
+
+    /// Every compiled form this CPU can run gives the portable result (the test above runs
+    /// only the widest one).
     #[test]
     #[allow(unsafe_code)]
     fn every_compiled_form_agrees() {
-        let mut x = 0x9e37_79b9u32;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
-        for _ in 0..32 {
-            let state: [L; 4] = std::array::from_fn(|_| L(std::array::from_fn(|_| next())));
-            let w: [L; 16] = std::array::from_fn(|_| L(std::array::from_fn(|_| next())));
-            let mut want = state;
-            compress_lanes(&mut want, &w);
-            let mut got = state;
-            compress(&mut got, &w);
-            assert!(want.iter().zip(&got).all(|(a, b)| a.0 == b.0));
+        let salt = [9u8; 8];
+        let mut scratch = Scratch::new();
+        for len in [0usize, 5, 36, 55, 56, 71, 72, MAX_LEN] {
+            let msgs = messages(len, 3);
+            let refs: [&[u8]; LANES] = std::array::from_fn(|l| msgs[l].as_slice());
+            let used = layout(&mut scratch, &refs, &salt);
+            let mut want = [[0u8; 32]; LANES];
+            hash_keys(&scratch.words, used, len + 8, &mut want);
             #[cfg(target_arch = "x86_64")]
             for (feature, f) in [
-                ("avx2", compress_avx2 as unsafe fn(&mut [L; 4], &[L; 16])),
-                ("avx512f", compress_avx512),
+                (
+                    "avx2",
+                    hash_keys_avx2
+                        as unsafe fn(&[[u32; LANES]; 32], usize, usize, &mut [[u8; 32]; LANES]),
+                ),
+                ("avx512f", hash_keys_avx512),
             ] {
                 let have = match feature {
                     "avx2" => std::arch::is_x86_feature_detected!("avx2"),
                     _ => std::arch::is_x86_feature_detected!("avx512f"),
                 };
                 if have {
-                    let mut got = state;
+                    let mut got = [[0u8; 32]; LANES];
                     // SAFETY: the CPU reported the feature just above.
-                    unsafe { f(&mut got, &w) };
-                    assert!(want.iter().zip(&got).all(|(a, b)| a.0 == b.0), "{feature}");
+                    unsafe { f(&scratch.words, used, len + 8, &mut got) };
+                    assert_eq!(got, want, "{feature} len {len}");
                 }
             }
         }
