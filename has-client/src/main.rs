@@ -7,7 +7,8 @@
 //! `error` frames, protocol). With `--json`, an error is one JSON object on stdout:
 //! `{"error": {"kind": …, "message": …, "exit_code": …}}`.
 
-// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+// Only has-crypto may use `unsafe` (md5x and aesx: calls of #[target_feature] functions
+// after the CPU reported the feature); everything else forbids it.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;

@@ -102,8 +102,9 @@ mod ni {
         _mm_xor_si128(spread(two_back), t)
     }
 
-    /// Key by key, every round key in a register (nothing copied or spilled on purpose):
-    /// the keys are independent, so the CPU overlaps one key's schedule with the next.
+    /// Key by key, the round keys in registers as far as the compiler keeps them there (no
+    /// array copied per round): the keys are independent, so the CPU overlaps one key's
+    /// schedule with the next.
     #[target_feature(enable = "aes")]
     pub(super) fn decrypt_lanes(
         keys: &[[u8; 32]; LANES],
@@ -154,7 +155,8 @@ mod ni {
             }
             x = _mm_xor_si128(_mm_aesdeclast_si128(x, *k0), p);
             store(x, o);
-            // What a spill may have put on the stack.
+            // Best effort: the round keys' array and the block are zeroized; registers and
+            // the compiler's own spill slots are out of Rust's reach.
             rk.zeroize();
             x.zeroize();
         }

@@ -14,6 +14,8 @@
 
 use std::ops::{Add, BitAnd, BitOr, BitXor, Not};
 
+use zeroize::Zeroize;
+
 /// Messages hashed together.
 pub(crate) const LANES: usize = 16;
 
@@ -46,6 +48,12 @@ impl Not for L {
     #[inline(always)]
     fn not(self) -> L {
         L(self.0.map(|x| !x))
+    }
+}
+
+impl zeroize::Zeroize for L {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -185,7 +193,8 @@ pub(crate) fn evp_keys(
         return None;
     }
     let used = layout(scratch, passphrases, salt);
-    let (words, n) = (&scratch.words, len + 8);
+    let n = len + 8;
+    let Scratch { words, m, .. } = scratch;
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -193,7 +202,7 @@ pub(crate) fn evp_keys(
             // feature; the CPU reported AVX-512F just above. Nothing else is required.
             #[allow(unsafe_code)]
             unsafe {
-                hash_keys_avx512(words, used, n, keys)
+                hash_keys_avx512(words, m, used, n, keys)
             };
             return Some(());
         }
@@ -201,12 +210,12 @@ pub(crate) fn evp_keys(
             // SAFETY: as above, for AVX2.
             #[allow(unsafe_code)]
             unsafe {
-                hash_keys_avx2(words, used, n, keys)
+                hash_keys_avx2(words, m, used, n, keys)
             };
             return Some(());
         }
     }
-    hash_keys(words, used, n, keys);
+    hash_keys(words, m, used, n, keys);
     Some(())
 }
 
@@ -233,11 +242,13 @@ fn layout(scratch: &mut Scratch, passphrases: &[&[u8]; LANES], salt: &[u8; 8]) -
     used
 }
 
-/// Buffers for [`evp_keys`].
+/// Buffers for [`evp_keys`]: the passphrases' bytes and words, and the MD5 messages (the
+/// first one's digest, that is half a key, sits in the second).
 #[derive(zeroize::Zeroize)]
 pub(crate) struct Scratch {
     bytes: [u8; 128],
     words: [[u32; LANES]; 32],
+    m: [L; 32],
 }
 
 impl Scratch {
@@ -245,6 +256,7 @@ impl Scratch {
         Scratch {
             bytes: [0; 128],
             words: [[0; LANES]; 32],
+            m: [L::splat(0); 32],
         }
     }
 }
@@ -254,39 +266,55 @@ impl Scratch {
 #[target_feature(enable = "avx512f")]
 fn hash_keys_avx512(
     words: &[[u32; LANES]; 32],
+    m: &mut [L; 32],
     used: usize,
     n: usize,
     keys: &mut [[u8; 32]; LANES],
 ) {
-    hash_keys(words, used, n, keys);
+    hash_keys(words, m, used, n, keys);
 }
 
 /// [`hash_keys`] compiled for AVX2 (8 lanes per register).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn hash_keys_avx2(words: &[[u32; LANES]; 32], used: usize, n: usize, keys: &mut [[u8; 32]; LANES]) {
-    hash_keys(words, used, n, keys);
+fn hash_keys_avx2(
+    words: &[[u32; LANES]; 32],
+    m: &mut [L; 32],
+    used: usize,
+    n: usize,
+    keys: &mut [[u8; 32]; LANES],
+) {
+    hash_keys(words, m, used, n, keys);
 }
 
 /// The two MD5s of [`evp_keys`] over the `used` words [`layout`] wrote (`n` bytes of
 /// `p || salt` in each lane).
 #[inline(always)]
-fn hash_keys(words: &[[u32; LANES]; 32], used: usize, n: usize, keys: &mut [[u8; 32]; LANES]) {
+fn hash_keys(
+    words: &[[u32; LANES]; 32],
+    m: &mut [L; 32],
+    used: usize,
+    n: usize,
+    keys: &mut [[u8; 32]; LANES],
+) {
     let init: [L; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476].map(L::splat);
     // One call site each for `hash` and the compression: each is inlined once (a debug
     // build's stack frame grows with every inlined copy).
     let mut d = [init; 2];
     let mut first = init;
     for (r, out) in d.iter_mut().enumerate() {
-        *out = hash(words, used, &first, r * 4, n + r * 16);
+        *out = hash(words, m, used, &first, r * 4, n + r * 16);
         first = *out;
     }
-    let [d1, d2] = d;
+    let [d1, d2] = &d;
     for (l, key) in keys.iter_mut().enumerate() {
-        for (j, s) in d1.iter().chain(&d2).enumerate() {
+        for (j, s) in d1.iter().chain(d2).enumerate() {
             key[j * 4..j * 4 + 4].copy_from_slice(&s.0[l].to_le_bytes());
         }
     }
+    // The keys are in `keys` (the caller's, zeroized with its scratch); these copies go.
+    d.zeroize();
+    first.zeroize();
 }
 
 /// MD5 of one message per lane, `m_len` bytes long: the first `at` words from `first`,
@@ -295,12 +323,13 @@ fn hash_keys(words: &[[u32; LANES]; 32], used: usize, n: usize, keys: &mut [[u8;
 #[inline(always)]
 fn hash(
     words: &[[u32; LANES]; 32],
+    m: &mut [L; 32],
     used: usize,
     first: &[L; 4],
     at: usize,
     m_len: usize,
 ) -> [L; 4] {
-    let mut m = [L::splat(0); 32];
+    m.fill(L::splat(0));
     m[..at].copy_from_slice(&first[..at]);
     for (x, w) in m[at..at + used].iter_mut().zip(words) {
         *x = L(*w);
@@ -388,13 +417,19 @@ mod tests {
             let refs: [&[u8]; LANES] = std::array::from_fn(|l| msgs[l].as_slice());
             let used = layout(&mut scratch, &refs, &salt);
             let mut want = [[0u8; 32]; LANES];
-            hash_keys(&scratch.words, used, len + 8, &mut want);
+            hash_keys(&scratch.words, &mut scratch.m, used, len + 8, &mut want);
             #[cfg(target_arch = "x86_64")]
             for (feature, f) in [
                 (
                     "avx2",
                     hash_keys_avx2
-                        as unsafe fn(&[[u32; LANES]; 32], usize, usize, &mut [[u8; 32]; LANES]),
+                        as unsafe fn(
+                            &[[u32; LANES]; 32],
+                            &mut [L; 32],
+                            usize,
+                            usize,
+                            &mut [[u8; 32]; LANES],
+                        ),
                 ),
                 ("avx512f", hash_keys_avx512),
             ] {
@@ -405,7 +440,7 @@ mod tests {
                 if have {
                     let mut got = [[0u8; 32]; LANES];
                     // SAFETY: the CPU reported the feature just above.
-                    unsafe { f(&scratch.words, used, len + 8, &mut got) };
+                    unsafe { f(&scratch.words, &mut scratch.m, used, len + 8, &mut got) };
                     assert_eq!(got, want, "{feature} len {len}");
                 }
             }

@@ -13,7 +13,8 @@
 //! * [`daemon`]: one connection task per HAS server, health and metrics, `run`.
 //! * [`cli`]: the commands, the sandbox.
 
-// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+// Only has-crypto may use `unsafe` (md5x and aesx: calls of #[target_feature] functions
+// after the CPU reported the feature); everything else forbids it.
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -1,6 +1,7 @@
 //! `pksa-service`: parses flags and hands over to [`pksa_service::cli::main`].
 
-// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+// Only has-crypto may use `unsafe` (md5x and aesx: calls of #[target_feature] functions
+// after the CPU reported the feature); everything else forbids it.
 #![forbid(unsafe_code)]
 
 use clap::Parser;

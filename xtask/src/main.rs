@@ -9,14 +9,18 @@
 //! * `hostile [--seconds N]`: every attack a stranger can make on a relay and a service, with
 //!   the bounds it must stay within (release binaries on loopback; CI runs 5 s each).
 //! * `fuzz-smoke [--seconds N]`: run every fuzz target briefly.
+//! * `container`: `dist/container`'s recipe run as written in Linux namespaces, without a
+//!   Docker engine (root; see `container.rs`).
 
-// Only has-crypto's md5x may use `unsafe` (one audited call site); everything else forbids it.
+// Only has-crypto may use `unsafe` (md5x and aesx: calls of #[target_feature] functions
+// after the CPU reported the feature); everything else forbids it.
 #![forbid(unsafe_code)]
 // xtask is a developer tool, not a library: indexing and early exits are acceptable here.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 mod apps;
 mod bench;
+mod container;
 mod e2e;
 mod hostile;
 mod interop;
@@ -28,7 +32,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|apps> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N]>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|apps> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N] | container>";
 
 fn main() {
     if let Err(e) = run() {
@@ -49,6 +53,7 @@ fn run() -> Result<()> {
         Some("ci") => ci(&args[1..]),
         Some("vectors") => vectors(),
         Some("validate-schemas") => schemas::validate_schemas(),
+        Some("container") => container::check(),
         Some("interop") => match args.get(1).map(String::as_str) {
             Some("crypto") => {
                 let count = flag(&args, "--count")
@@ -238,6 +243,8 @@ fn ci(args: &[String]) -> Result<()> {
     apps::interop()?;
     // What strangers can do, briefly (release binaries on loopback).
     hostile::run(5)?;
+    // The container recipe, as written (its build is the release build hostile used).
+    container::check()?;
     // Bench targets only (not every lib's test harness in release): clippy already type-checks
     // them; this proves they build and link in the bench profile.
     sh(
