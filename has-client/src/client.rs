@@ -100,6 +100,8 @@ struct Shared {
     replies: HashMap<RequestId, oneshot::Sender<RelayToApp>>,
     attaches: HashMap<RequestId, oneshot::Sender<bool>>,
     closed: Option<String>,
+    /// The uuid of the newest request the relay acknowledged (`*_wait`).
+    last_wait: Option<RequestId>,
 }
 
 /// A connection to a HAS server.
@@ -210,6 +212,16 @@ impl HasClient {
     /// The server URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The uuid of the newest request the relay acknowledged with a `*_wait`, if any: what
+    /// [`HasClient::attach`] takes to wait for its answer again (for instance after giving up
+    /// waiting on it).
+    pub fn last_request(&self) -> Option<String> {
+        lock(&self.shared)
+            .last_wait
+            .as_ref()
+            .map(ToString::to_string)
     }
 
     /// Whether the socket is still open.
@@ -708,6 +720,7 @@ fn dispatch(shared: &Mutex<Shared>, text: &str) {
             });
             if let Some(p) = pos.and_then(|i| st.waiting.remove(i)) {
                 st.replies.insert(w.uuid.clone(), p.reply);
+                st.last_wait = Some(w.uuid.clone());
                 let _ = p.wait.send(Ok(w.clone()));
             }
         }

@@ -194,10 +194,14 @@ fn main() {
     if let Err(e) = result {
         let (kind, code) = classify(&e);
         if json {
-            println!(
-                "{}",
-                json!({"error": {"kind": kind, "message": format!("{e:#}"), "exit_code": code}})
-            );
+            let mut err = serde_json::Map::new();
+            err.insert("kind".into(), json!(kind));
+            err.insert("message".into(), json!(format!("{e:#}")));
+            err.insert("exit_code".into(), json!(code));
+            if let Some(uuid) = e.downcast_ref::<TimedOut>().and_then(|t| t.uuid.as_ref()) {
+                err.insert("uuid".into(), json!(uuid));
+            }
+            println!("{}", json!({ "error": err }));
         } else {
             eprintln!("has-client: {e:#}");
         }
@@ -205,10 +209,28 @@ fn main() {
     }
 }
 
-/// `--timeout` ran out.
-#[derive(Debug, thiserror::Error)]
-#[error("no answer within {0} s (--timeout)")]
-struct TimedOut(u64);
+/// `--timeout` ran out; the request's uuid when the relay had acknowledged it (a script can
+/// `attach` to it).
+#[derive(Debug)]
+struct TimedOut {
+    secs: u64,
+    uuid: Option<String>,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer within {} s (--timeout)", self.secs)?;
+        if let Some(u) = &self.uuid {
+            write!(
+                f,
+                "; the request is {u}: `has-client attach --uuid {u}` waits for its answer"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// The error's kind and exit code (see the crate documentation).
 fn classify(e: &anyhow::Error) -> (&'static str, i32) {
@@ -235,12 +257,16 @@ fn waiting(json: bool, what: &str) {
 
 /// `f` within `--timeout` seconds.
 async fn bounded<T>(
+    client: &HasClient,
     secs: u64,
     f: impl std::future::Future<Output = Result<T, has_client::ClientError>>,
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(Duration::from_secs(secs.max(1)), f).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(anyhow::Error::new(TimedOut(secs.max(1)))),
+        Err(_) => Err(anyhow::Error::new(TimedOut {
+            secs: secs.max(1),
+            uuid: client.last_request(),
+        })),
     }
 }
 
@@ -301,7 +327,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let previous = load_session(&cli.session).ok();
             waiting(cli.json, "authentication request");
-            let s = bounded(cli.timeout, client.authenticate(&account, app, spec, mode)).await?;
+            let s = bounded(
+                &client,
+                cli.timeout,
+                client.authenticate(&account, app, spec, mode),
+            )
+            .await?;
             if let Some(p) = &previous {
                 s.continue_from(p);
             }
@@ -337,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--ops must be a JSON array of operations: {e}"))?;
             waiting(cli.json, "sign request");
             let r = bounded(
+                &client,
                 cli.timeout,
                 client.sign(&s, ops, key_type.into(), !sign_only),
             )
@@ -383,6 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = load_session(&cli.session)?;
             waiting(cli.json, "challenge");
             let r = bounded(
+                &client,
                 cli.timeout,
                 client.challenge(&s, key_type.into(), &text, decrypt),
             )

@@ -125,7 +125,23 @@ async fn options_anywhere_secrets_from_env_or_file_json_errors_and_exit_codes() 
     assert!(auth_file.status.success(), "{auth_file:?}");
     assert_eq!(json(&auth_file)["account"], sb.account.as_str());
     assert_eq!(auth_env_bad.status.code(), Some(5), "{auth_env_bad:?}");
-    assert_eq!(json(&auth_env_bad)["error"]["kind"], "timeout");
+    let e = json(&auth_env_bad);
+    assert_eq!(e["error"]["kind"], "timeout");
+    // The relay acknowledged it: its uuid, to `attach` to.
+    let uuid = e["error"]["uuid"]
+        .as_str()
+        .expect("the timed-out request's uuid");
+    assert!(
+        has_protocol::RequestId::try_from(uuid.to_owned()).is_ok(),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("has-client attach --uuid {uuid}")),
+        "{e}"
+    );
     assert_eq!(auth_env_empty.status.code(), Some(1), "{auth_env_empty:?}");
     assert!(
         String::from_utf8_lossy(&auth_env_empty.stderr).contains("no secret on its first line"),
