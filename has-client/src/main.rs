@@ -23,7 +23,7 @@ use serde_json::json;
 
 /// The app side of HiveAuth (HAS).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("PKSA_BUILD_COMMIT"), ")"), about)]
 struct Cli {
     /// HAS server.
     #[arg(

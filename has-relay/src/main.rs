@@ -11,9 +11,17 @@ use std::time::Duration;
 use clap::Parser;
 use has_relay::{AccountSource, FileConfig, RelayConfig};
 
+/// The version with the commit it was built from (`unknown` outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PKSA_BUILD_COMMIT"),
+    ")"
+);
+
 /// A self-hostable HiveAuth (HAS) relay.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Args {
     /// TOML config file (flags override it).
     #[arg(long)]
