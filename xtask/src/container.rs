@@ -459,6 +459,20 @@ fn wait_for(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// Whether this machine lets the check make its namespaces (root, and a kernel and container
+/// runtime that allow `unshare`): None when it does, else what refused.
+pub fn unavailable() -> Option<String> {
+    match Command::new("unshare")
+        .args(["--net", "--mount", "--", "true"])
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+        Err(e) => Some(format!("unshare: {e}")),
+    }
+}
+
 /// `cargo xtask container`.
 pub fn check() -> Result<()> {
     let root = js::root();
