@@ -170,22 +170,14 @@ async fn options_anywhere_secrets_from_env_or_file_json_errors_and_exit_codes() 
     sb.stop().await.unwrap();
 }
 
+include!("../../../build-support/version_test.rs");
+
 /// `--version` names the commit the binary was built from.
 #[test]
 fn version_names_the_commit() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_has-client"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let commit = text
-        .trim()
-        .strip_prefix(concat!("has-client ", env!("CARGO_PKG_VERSION"), " ("))
-        .and_then(|r| r.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        commit == "unknown"
-            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
-        "{text}"
+    assert_version_names_the_commit(
+        env!("CARGO_BIN_EXE_has-client"),
+        "has-client",
+        env!("CARGO_PKG_VERSION"),
     );
 }

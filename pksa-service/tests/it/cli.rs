@@ -703,20 +703,15 @@ fn an_empty_keystore_passphrase_is_refused() {
     assert!(!dir.path().join("keystore.age").exists());
 }
 
+include!("../../../build-support/version_test.rs");
+
 /// `--version` names the commit the binary was built from.
 #[test]
 fn version_names_the_commit() {
-    let out = bin().arg("--version").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let commit = text
-        .trim()
-        .strip_prefix(concat!("pksa-service ", env!("CARGO_PKG_VERSION"), " ("))
-        .and_then(|r| r.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        commit == "unknown"
-            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
-        "{text}"
+    assert_version_names_the_commit(
+        env!("CARGO_BIN_EXE_pksa-service"),
+        "pksa-service",
+        env!("CARGO_PKG_VERSION"),
     );
 }
 
