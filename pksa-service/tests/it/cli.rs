@@ -17,6 +17,23 @@ fn run(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (bool, Stri
 }
 
 /// [`run`] with these environment variables set.
+/// Runs `cmd` with `stdin` written to it (then closed) and its output captured.
+pub(crate) fn output_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn run_env(
     dir: &std::path::Path,
     env: &[(&str, &str)],
@@ -27,22 +44,8 @@ fn run_env(
     cmd.envs(env.iter().copied())
         .arg("--config")
         .arg(dir.join("pksa.toml"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output().unwrap();
+        .args(args);
+    let out = output_with_stdin(&mut cmd, stdin.unwrap_or_default());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -935,23 +938,14 @@ fn the_systemd_unit_runs_the_service_init_system_configures() {
     }
     let config = etc.join("pksa.toml");
     let cli = |args: &[&str], stdin: &str| {
-        let mut child = bin()
-            .env("CREDENTIALS_DIRECTORY", &creds)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = output_with_stdin(
+            bin()
+                .env("CREDENTIALS_DIRECTORY", &creds)
+                .arg("--config")
+                .arg(&config)
+                .args(args),
+            stdin,
+        );
         assert!(out.status.success(), "{args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

@@ -3,7 +3,6 @@
 //! the built `pksa-service` first on PATH. Only stdin is the test's (the WIF that `keys add`
 //! reads), and the last line, `run`, is stopped with SIGTERM once it holds its pid file.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use has_crypto::{KeyRole, PrivateKey};
@@ -75,19 +74,7 @@ fn the_readme_quick_start_runs_as_written() {
                 format!("{}\n", key.to_wif().expose_secret())
             })
             .unwrap_or_default();
-        let mut child = bash(dir.path(), &env, line)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::cli::output_with_stdin(&mut bash(dir.path(), &env, line), &stdin);
         assert!(
             out.status.success(),
             "{line}\n{}\n{}",
