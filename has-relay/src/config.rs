@@ -56,6 +56,9 @@ pub struct RelayConfig {
     pub account_cache_ttl: Duration,
     /// Optional Prometheus listener (loopback recommended).
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster mode: the Redis every node of the cluster shares (`redis://host:port/db`).
+    /// Every node must use the same server key file contents.
+    pub redis: Option<String>,
 }
 
 impl RelayConfig {
@@ -78,6 +81,7 @@ impl RelayConfig {
             accounts,
             account_cache_ttl: Duration::from_secs(60),
             metrics_listen: None,
+            redis: None,
         }
     }
 }
@@ -118,4 +122,6 @@ pub struct FileConfig {
     pub hive_api: Option<Vec<String>>,
     /// Metrics listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster mode: the shared Redis URL.
+    pub redis: Option<String>,
 }

@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::Ctx;
-use crate::hub::{Outbound, ReplyRejection, SocketId};
+use crate::cluster::{Claim, Cluster};
+use crate::hub::{Hub, Outbound, ReplyRejection, SocketId};
 
 /// How long one frame may take to leave before the socket is given up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,7 +151,26 @@ impl Conn {
                 tracing::debug!(socket = self.id, cmd, "ignoring unknown command");
             }
             Ok(ToRelay::App(AppToRelay::AttachReq(a))) => {
-                let ok = self.ctx.hub.attach(self.id, &a.uuid);
+                let ok = match &self.ctx.cluster {
+                    None => self.ctx.hub.attach(self.id, &a.uuid),
+                    Some(cluster) => match cluster.attach(&a.uuid).await {
+                        Ok(store) => self.ctx.hub.attach_from(self.id, &a.uuid, store),
+                        // What this node holds is still served while the store is away.
+                        Err(_) if self.ctx.hub.knows(&a.uuid) => {
+                            self.ctx.hub.attach(self.id, &a.uuid)
+                        }
+                        Err(e) => {
+                            // Not a nack: the request may well be alive elsewhere.
+                            tracing::warn!(error = %e, "attach_req: the cluster store is unreachable");
+                            m.count("attach_req", "store_unavailable");
+                            self.refuse(&format!(
+                                "attach_req for {}: the relay cannot reach its store right now; try again",
+                                a.uuid
+                            ));
+                            return Handled::Other;
+                        }
+                    },
+                };
                 m.count("attach_req", if ok { "ack" } else { "nack" });
             }
             Ok(ToRelay::App(AppToRelay::Unknown)) => m.count("unknown", "ignored"),
@@ -160,12 +180,37 @@ impl Conn {
                     AppToRelay::SignReq(_) => "sign_req",
                     _ => "challenge_req",
                 };
-                match self.ctx.hub.new_request(self.id, req) {
-                    Ok(_) => m.count(cmd, "accepted"),
-                    Err(e) => {
-                        m.count(cmd, "refused");
-                        self.refuse(&e);
-                    }
+                match &self.ctx.cluster {
+                    None => match self.ctx.hub.new_request(self.id, req) {
+                        Ok(_) => m.count(cmd, "accepted"),
+                        Err(e) => {
+                            m.count(cmd, "refused");
+                            self.refuse(&e);
+                        }
+                    },
+                    Some(cluster) => match self.ctx.hub.admit(self.id, req, true) {
+                        Ok(admitted) => {
+                            m.count(cmd, "accepted");
+                            // Written before the wait leaves: a node that stops loses nothing
+                            // it acknowledged. Unreachable: served here, written on return.
+                            let stored = match cluster.store_request(&admitted.shared, true).await {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    m.count("cluster", "request_not_stored");
+                                    tracing::warn!(error = %e, uuid = %admitted.shared.uuid, "request kept on this node until the cluster store is back");
+                                    false
+                                }
+                            };
+                            self.ctx.hub.release(self.id, &admitted, stored);
+                            if stored && let Err(e) = cluster.announce(&admitted.shared).await {
+                                tracing::warn!(error = %e, uuid = %admitted.shared.uuid, "announcing a request failed");
+                            }
+                        }
+                        Err(e) => {
+                            m.count(cmd, "refused");
+                            self.refuse(&e);
+                        }
+                    },
                 }
             }
             Ok(ToRelay::Pksa(PksaToRelay::KeyReq)) => {
@@ -183,7 +228,11 @@ impl Conn {
             Ok(ToRelay::Pksa(PksaToRelay::Unknown)) => m.count("unknown", "ignored"),
             Ok(ToRelay::Pksa(reply)) => {
                 let cmd = reply_cmd(&reply);
-                match self.ctx.hub.reply(self.id, reply) {
+                let outcome = match &self.ctx.cluster {
+                    None => self.ctx.hub.reply(self.id, reply),
+                    Some(cluster) => self.cluster_reply(cluster.clone(), reply).await,
+                };
+                match outcome {
                     Ok(uuid) => {
                         m.count(cmd, "relayed");
                         tracing::debug!(socket = self.id, cmd, %uuid, "reply relayed");
@@ -207,6 +256,48 @@ impl Conn {
             }
         }
         Handled::Other
+    }
+
+    /// A reply in cluster mode: the request may be another node's (read from the store), and
+    /// the store decides which answer wins; the winner goes to the node holding the app.
+    async fn cluster_reply(
+        &self,
+        cluster: Arc<Cluster>,
+        reply: PksaToRelay,
+    ) -> Result<has_protocol::RequestId, (ReplyRejection, Option<has_protocol::RequestId>)> {
+        let hub = &self.ctx.hub;
+        if let Some(uuid) = Hub::reply_uuid(&reply)
+            && !hub.knows(&uuid)
+        {
+            match cluster.load_request(&uuid).await {
+                Ok(Some(shared)) => hub.remember(&shared),
+                Ok(None) => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
+                Err(_) => return Err((ReplyRejection::StoreUnavailable, Some(uuid))),
+            }
+        }
+        let checked = hub.check_reply(self.id, reply)?;
+        let uuid = checked.uuid.clone();
+        let stored = match cluster.claim(&checked).await {
+            Ok(Claim::Lost) => return Err((ReplyRejection::AlreadyAnswered, Some(uuid))),
+            Ok(Claim::Won(None)) => true,
+            Ok(Claim::Won(Some(node))) => {
+                let routed = cluster.route_answer(&node, &uuid, &checked.text).await;
+                hub.metrics.count("cluster", "answer_out");
+                routed.is_ok()
+            }
+            Err(e) => {
+                hub.metrics.count("cluster", "answer_not_stored");
+                tracing::warn!(error = %e, %uuid, "answer kept on this node until the cluster store is back");
+                false
+            }
+        };
+        match hub.take_answer(&checked, stored) {
+            Ok(()) => Ok(uuid),
+            // Won in the store: the answer is the request's even if this node's copy had
+            // another meanwhile (two answers taken during a store outage).
+            Err(ReplyRejection::AlreadyAnswered) if stored => Ok(uuid),
+            Err(why) => Err((why, Some(uuid))),
+        }
     }
 
     async fn register(&mut self, r: RegisterReq) {
@@ -265,6 +356,11 @@ impl Conn {
                     self.ctx
                         .hub
                         .register(self.id, &acct.name, account_keys.clone());
+                    if let Some(cluster) = &self.ctx.cluster {
+                        cluster
+                            .registered(&self.ctx.hub, self.id, acct.name.as_str())
+                            .await;
+                    }
                 }
                 Err(why) => {
                     m.count("register_req", "bad_pok");
@@ -495,7 +591,12 @@ pub(crate) async fn serve_socket(
             }
         }
     }
-    ctx.hub.remove_socket(id);
+    let gone = ctx.hub.remove_socket(id);
+    if let Some(cluster) = &ctx.cluster {
+        for account in gone {
+            cluster.unsubscribe(&ctx.hub, &account).await;
+        }
+    }
     tracing::debug!(socket = id, "socket closed");
 }
 

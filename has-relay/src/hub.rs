@@ -59,6 +59,79 @@ struct Request {
     /// Bytes held for it (the relayed frame while pending, then the kept answer), counted
     /// against its origin address and the relay's total.
     held: usize,
+    /// Made on this node (it counts in this node's caps). False for a copy of another
+    /// node's request (cluster mode), kept so that this node's PKSAs can answer it and an app
+    /// that re-attaches here gets its answer.
+    local: bool,
+    /// Cluster mode: admitted but not yet given to PKSAs (it is written to the store first).
+    held_back: bool,
+    /// Cluster mode: written to the store. A request made while the store was unreachable
+    /// is written when it comes back.
+    stored: bool,
+    /// Cluster mode: the answer was claimed in the store. An answer taken while the store was
+    /// unreachable is claimed (and routed to its app's node) when it comes back.
+    answer_stored: bool,
+}
+
+/// A request as the cluster store and other nodes see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shared {
+    /// Its uuid.
+    pub uuid: RequestId,
+    /// The account it is for.
+    pub account: String,
+    /// Its request command (`auth_req`, `sign_req`, `challenge_req`).
+    pub cmd: String,
+    /// Expiry, Unix milliseconds.
+    pub expire: u64,
+    /// The frame PKSAs get.
+    pub relayed: String,
+}
+
+impl Shared {
+    fn family(&self) -> Option<Family> {
+        match self.cmd.as_str() {
+            "auth_req" => Some(Family::Auth),
+            "sign_req" => Some(Family::Sign),
+            "challenge_req" => Some(Family::Challenge),
+            _ => None,
+        }
+    }
+}
+
+/// A request admitted on this node, as `new_request` made it.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// What the store and other nodes get.
+    pub shared: Shared,
+    /// The `*_wait` frame for the app.
+    pub wait: String,
+}
+
+/// A reply that passed every check, ready to be taken as the answer.
+#[derive(Debug, Clone)]
+pub struct CheckedReply {
+    /// The request's uuid.
+    pub uuid: RequestId,
+    /// The request's account.
+    pub account: String,
+    /// The frame for the app (`pok` stripped).
+    pub text: String,
+    /// The request's expiry.
+    pub expire: UnixMillis,
+}
+
+/// A local request the cluster store has not seen yet (or whose answer it has not).
+#[derive(Debug, Clone)]
+pub struct Unsynced {
+    /// The request.
+    pub shared: Shared,
+    /// Not yet written (a local request made while the store was unreachable).
+    pub request: bool,
+    /// Its app's socket is on this node.
+    pub app_here: bool,
+    /// An answer taken while the store was unreachable.
+    pub answer: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -111,8 +184,17 @@ impl State {
         }
     }
 
-    /// A request stops being pending (answered or expired).
-    fn pending_done(&mut self, account: &str, origin: (SocketId, IpAddr), counted: bool) {
+    /// A request stops being pending (answered or expired). Only local requests count.
+    fn pending_done(
+        &mut self,
+        account: &str,
+        origin: (SocketId, IpAddr),
+        counted: bool,
+        local: bool,
+    ) {
+        if !local {
+            return;
+        }
         if counted {
             decrement(&mut self.pending, &account.to_owned());
         }
@@ -136,7 +218,7 @@ impl State {
         let counted = || {
             q.iter()
                 .filter_map(|u| requests.get(u).map(|r| (u, r)))
-                .filter(|(_, r)| r.counted)
+                .filter(|(_, r)| r.counted && r.local)
         };
         let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
         let mut by_socket: HashMap<SocketId, usize> = HashMap::new();
@@ -196,6 +278,8 @@ pub enum ReplyRejection {
     MissingPok,
     /// The `pok` does not decode to the uuid from one of the account's keys.
     BadPok,
+    /// Cluster mode: the request is not known on this node and the store is unreachable.
+    StoreUnavailable,
 }
 
 impl ReplyRejection {
@@ -209,6 +293,7 @@ impl ReplyRejection {
             ReplyRejection::WrongFamily => "wrong_family",
             ReplyRejection::MissingPok => "missing_pok",
             ReplyRejection::BadPok => "bad_pok",
+            ReplyRejection::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -324,14 +409,17 @@ impl Hub {
     }
 
     /// A socket went away: its registrations end; requests it made stay for `attach_req`.
-    pub fn remove_socket(&self, id: SocketId) {
+    /// Returns the accounts that no socket of this relay is registered for any more.
+    pub fn remove_socket(&self, id: SocketId) -> Vec<String> {
         let mut st = self.lock();
+        let mut gone = vec![];
         if let Some(sock) = st.sockets.remove(&id) {
             for account in sock.registered.keys() {
                 if let Some(set) = st.registrations.get_mut(account) {
                     set.remove(&id);
                     if set.is_empty() {
                         st.registrations.remove(account);
+                        gone.push(account.clone());
                     }
                 }
             }
@@ -348,6 +436,7 @@ impl Hub {
             st.registrations.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        gone
     }
 
     /// Every socket's outbound channel (for shutdown).
@@ -358,6 +447,17 @@ impl Hub {
     /// Accepts an app request: assigns uuid and expiry, answers `*_wait`, forwards to every
     /// PKSA registered for the account or queues it. Returns the wait frame, or an error text.
     pub fn new_request(&self, from: SocketId, req: AppToRelay) -> Result<String, String> {
+        self.admit(from, req, false).map(|a| a.wait)
+    }
+
+    /// As [`Hub::new_request`]; with `hold_back` (cluster mode) nothing is sent yet: the
+    /// caller writes the request to the store, then calls [`Hub::release`].
+    pub fn admit(
+        &self,
+        from: SocketId,
+        req: AppToRelay,
+        hold_back: bool,
+    ) -> Result<Admitted, String> {
         let now = UnixMillis::now();
         let uuid = RequestId::generate();
         let expire = now.plus_millis(self.timeout_ms);
@@ -465,14 +565,23 @@ impl Hub {
             .get(account.as_str())
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
-        // The wait goes out before the relayed request can be answered.
-        Self::send(&st, from, wait.clone());
         let mut delivered = HashSet::new();
-        for t in targets {
-            if Self::send(&st, t, relayed.clone()) {
-                delivered.insert(t);
+        if !hold_back {
+            // The wait goes out before the relayed request can be answered.
+            Self::send(&st, from, wait.clone());
+            for t in targets {
+                if Self::send(&st, t, relayed.clone()) {
+                    delivered.insert(t);
+                }
             }
         }
+        let shared = Shared {
+            uuid: uuid.clone(),
+            account: account.to_string(),
+            cmd: cmd.to_owned(),
+            expire: expire.0,
+            relayed: relayed.clone(),
+        };
         let held = relayed.len();
         st.hold(ip, held, 0);
         st.requests.insert(
@@ -489,6 +598,10 @@ impl Hub {
                 origin: (from, ip),
                 counted: true,
                 held,
+                local: true,
+                held_back: hold_back,
+                stored: false,
+                answer_stored: true,
             },
         );
         st.queue
@@ -502,7 +615,193 @@ impl Hub {
         self.metrics
             .queue_depth
             .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
-        Ok(wait)
+        Ok(Admitted { shared, wait })
+    }
+
+    /// Cluster mode, after the store write (or its failure): sends the app its `*_wait`, then
+    /// gives the request to this node's PKSAs. `stored` says whether the store has it.
+    pub fn release(&self, from: SocketId, admitted: &Admitted, stored: bool) {
+        let uuid = &admitted.shared.uuid;
+        let mut st = self.lock();
+        Self::send(&st, from, admitted.wait.clone());
+        let Some(r) = st.requests.get_mut(uuid) else {
+            return;
+        };
+        r.held_back = false;
+        r.stored = stored;
+        if r.answer.is_some() {
+            return;
+        }
+        let account = r.account.clone();
+        self.deliver(&mut st, uuid, &account, None);
+    }
+
+    /// Gives a pending request to this node's sockets registered for `account` (or to
+    /// `only`), each at most once.
+    fn deliver(&self, st: &mut State, uuid: &RequestId, account: &str, only: Option<SocketId>) {
+        let now = UnixMillis::now();
+        let Some(r) = st.requests.get(uuid) else {
+            return;
+        };
+        if r.answer.is_some() || r.held_back || r.expire <= now {
+            return;
+        }
+        let targets: Vec<SocketId> = st
+            .registrations
+            .get(account)
+            .map(|s| s.iter().copied())
+            .into_iter()
+            .flatten()
+            .filter(|t| only.is_none_or(|o| o == *t) && !r.delivered_to.contains(t))
+            .collect();
+        let text = r.relayed.clone();
+        let mut delivered = vec![];
+        for t in targets {
+            if Self::send(st, t, text.clone()) {
+                delivered.push(t);
+            }
+        }
+        if let Some(r) = st.requests.get_mut(uuid) {
+            r.delivered_to.extend(delivered);
+        }
+    }
+
+    /// Cluster mode: another node's request (from the store or its announcement). Kept as a
+    /// copy unless this node has it already, and given to this node's sockets registered for
+    /// its account (or to `only`), each at most once. An expired one is ignored.
+    pub fn offer(&self, shared: &Shared, only: Option<SocketId>) {
+        let mut st = self.lock();
+        if !self.insert_copy(&mut st, shared) {
+            return;
+        }
+        self.deliver(&mut st, &shared.uuid, &shared.account, only);
+    }
+
+    /// Keeps a copy of another node's request (no-op when known). False when it expired or
+    /// names no request family.
+    fn insert_copy(&self, st: &mut State, shared: &Shared) -> bool {
+        if st.requests.contains_key(&shared.uuid) {
+            return true;
+        }
+        let Some(family) = shared.family() else {
+            return false;
+        };
+        if shared.expire <= UnixMillis::now().0 {
+            return false;
+        }
+        st.requests.insert(
+            shared.uuid.clone(),
+            Request {
+                account: shared.account.clone(),
+                family,
+                relayed: shared.relayed.clone(),
+                app_socket: None,
+                origin: (0, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                counted: false,
+                expire: UnixMillis(shared.expire),
+                created: Instant::now(),
+                answer: None,
+                delivered_to: HashSet::new(),
+                held: 0,
+                local: false,
+                held_back: false,
+                stored: true,
+                answer_stored: true,
+            },
+        );
+        true
+    }
+
+    /// Whether this node holds the request (its own or a copy).
+    pub fn knows(&self, uuid: &RequestId) -> bool {
+        self.lock().requests.contains_key(uuid)
+    }
+
+    /// Cluster mode: keeps a copy of another node's request without giving it to anyone
+    /// (a reply or an attach for it arrived here first).
+    pub fn remember(&self, shared: &Shared) {
+        let mut st = self.lock();
+        self.insert_copy(&mut st, shared);
+    }
+
+    /// Cluster mode: the answer another node took. It is kept, and sent to the app when its
+    /// socket is here and has not had it (an app that attached here may have had it from
+    /// the store already).
+    pub fn remote_answer(&self, uuid: &RequestId, text: String) {
+        let mut st = self.lock();
+        let Some(r) = st.requests.get_mut(uuid) else {
+            return;
+        };
+        if r.answer.is_some() {
+            return;
+        }
+        self.metrics.observe_latency(r.created.elapsed());
+        r.answer = Some(text.clone());
+        let (app, account, origin, counted, local) = (
+            r.app_socket,
+            r.account.clone(),
+            r.origin,
+            r.counted,
+            r.local,
+        );
+        let relayed = std::mem::take(&mut r.relayed).len();
+        if local {
+            r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
+            st.hold(origin.1, text.len(), relayed);
+        }
+        st.pending_done(&account, origin, counted, local);
+        if let Some(app) = app {
+            Self::send(&st, app, text);
+        }
+        self.metrics
+            .queue_depth
+            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Cluster mode: what the store must be told after it was unreachable (local requests
+    /// not written, answers not claimed), with what it needs to route them.
+    pub fn unsynced(&self) -> Vec<Unsynced> {
+        let now = UnixMillis::now();
+        let st = self.lock();
+        st.requests
+            .iter()
+            .filter(|(_, r)| r.expire > now && !r.held_back)
+            .filter(|(_, r)| (r.local && !r.stored) || !r.answer_stored)
+            .map(|(u, r)| Unsynced {
+                shared: Shared {
+                    uuid: u.clone(),
+                    account: r.account.clone(),
+                    cmd: family_cmd(r.family).to_owned(),
+                    expire: r.expire.0,
+                    relayed: r.relayed.clone(),
+                },
+                request: r.local && !r.stored,
+                app_here: r.app_socket.is_some(),
+                answer: if r.answer_stored {
+                    None
+                } else {
+                    r.answer.clone()
+                },
+            })
+            .collect()
+    }
+
+    /// Cluster mode: the store now has the request (`request`) and/or its answer (`answer`).
+    pub fn mark_synced(&self, uuid: &RequestId, request: bool, answer: bool) {
+        if let Some(r) = self.lock().requests.get_mut(uuid) {
+            r.stored |= request;
+            r.answer_stored |= answer;
+        }
+    }
+
+    /// The accounts this node has registered sockets for.
+    pub fn registered_accounts(&self) -> Vec<String> {
+        self.lock().registrations.keys().cloned().collect()
+    }
+
+    /// Whether a socket of this node is registered for `account`.
+    pub fn is_registered_here(&self, account: &str) -> bool {
+        self.lock().registrations.contains_key(account)
     }
 
     /// A pending request stops counting in its account's pending requests, to make room for
@@ -554,6 +853,7 @@ impl Hub {
             .filter(|(_, r)| {
                 r.account == account.as_str()
                     && r.answer.is_none()
+                    && !r.held_back
                     && r.expire > now
                     && !r.delivered_to.contains(&socket)
             })
@@ -578,6 +878,24 @@ impl Hub {
         from: SocketId,
         reply: PksaToRelay,
     ) -> Result<RequestId, (ReplyRejection, Option<RequestId>)> {
+        let checked = self.check_reply(from, reply)?;
+        self.take_answer(&checked, true)
+            .map_err(|why| (why, Some(checked.uuid.clone())))?;
+        Ok(checked.uuid)
+    }
+
+    /// The uuid a reply frame answers, if it is a reply.
+    pub fn reply_uuid(reply: &PksaToRelay) -> Option<RequestId> {
+        reply.reply_parts().map(|(_, u, _)| u.clone())
+    }
+
+    /// Every check of a reply (known, live, unanswered, right family, sender registered for
+    /// the account, POK), without taking it.
+    pub fn check_reply(
+        &self,
+        from: SocketId,
+        reply: PksaToRelay,
+    ) -> Result<CheckedReply, (ReplyRejection, Option<RequestId>)> {
         let Some((family, uuid, pok_text)) = reply
             .reply_parts()
             .map(|(f, u, p)| (f, u.clone(), p.map(str::to_owned)))
@@ -587,15 +905,16 @@ impl Hub {
         let now = UnixMillis::now();
         // Checks under the lock; the POK (base58, ECDH from the cache, AES) and the encoding
         // outside it, so one socket's proof does not stall every other socket's routing.
-        let (account, keys) = {
+        let (keys, expire, account) = {
             let st = self.lock();
-            let (account, expired, answered, req_family) = match st.requests.get(&uuid) {
+            let (account, expired, answered, req_family, expire) = match st.requests.get(&uuid) {
                 None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
                 Some(r) => (
                     r.account.clone(),
                     r.expire <= now,
                     r.answer.is_some(),
                     r.family,
+                    r.expire,
                 ),
             };
             if expired {
@@ -615,7 +934,7 @@ impl Hub {
             else {
                 return Err((ReplyRejection::NotRegistered, Some(uuid)));
             };
-            (account, keys)
+            (keys, expire, account)
         };
         match pok_text {
             Some(p) => match pok::decode(&self.server_key, &self.pok_cache, &p) {
@@ -630,38 +949,86 @@ impl Hub {
         };
         let text = frame::encode(&app_frame)
             .map_err(|_| (ReplyRejection::UnknownRequest, Some(uuid.clone())))?;
+        Ok(CheckedReply {
+            uuid,
+            account,
+            text,
+            expire,
+        })
+    }
+
+    /// Takes a checked reply as the request's answer and sends it to the app's socket when
+    /// it is on this node. `stored`: the cluster store has it (always true alone). The first
+    /// answer to get here wins (in cluster mode the store decided already).
+    pub fn take_answer(&self, checked: &CheckedReply, stored: bool) -> Result<(), ReplyRejection> {
+        let text = checked.text.clone();
         let mut st = self.lock();
         // Re-checked: another PKSA may have answered (or the socket unregistered) meanwhile;
         // the first terminal reply to get here wins.
-        let Some(r) = st.requests.get_mut(&uuid) else {
-            return Err((ReplyRejection::UnknownRequest, Some(uuid)));
+        let Some(r) = st.requests.get_mut(&checked.uuid) else {
+            return Err(ReplyRejection::UnknownRequest);
         };
         if r.answer.is_some() {
-            return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
+            return Err(ReplyRejection::AlreadyAnswered);
         }
         r.answer = Some(text.clone());
+        r.answer_stored = stored;
         self.metrics.observe_latency(r.created.elapsed());
-        let (app, origin, counted) = (r.app_socket, r.origin, r.counted);
+        let (app, origin, counted, local) = (r.app_socket, r.origin, r.counted, r.local);
+        let account = r.account.clone();
         // Answered: what PKSAs were sent is no longer needed; the answer is kept (and
         // counted) until the request expires.
         let relayed = std::mem::take(&mut r.relayed).len();
-        r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
-        st.hold(origin.1, text.len(), relayed);
-        st.pending_done(&account, origin, counted);
+        if local {
+            r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
+            st.hold(origin.1, text.len(), relayed);
+        }
+        st.pending_done(&account, origin, counted, local);
         if let Some(app) = app {
             Self::send(&st, app, text);
         }
         self.metrics
             .queue_depth
             .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
-        Ok(uuid)
+        Ok(())
     }
 
     /// `attach_req`: re-binds the request to `socket`; `attach_ack` then the stored answer, or
     /// `attach_nack` when the request (or its answer) expired.
     pub fn attach(&self, socket: SocketId, uuid: &RequestId) -> bool {
+        self.attach_from(socket, uuid, None)
+    }
+
+    /// As [`Hub::attach`], in cluster mode with what the store holds for the uuid (the
+    /// request and its answer, if any).
+    pub fn attach_from(
+        &self,
+        socket: SocketId,
+        uuid: &RequestId,
+        store: Option<(Shared, Option<String>)>,
+    ) -> bool {
         let now = UnixMillis::now();
         let mut st = self.lock();
+        if let Some((shared, answer)) = store
+            && self.insert_copy(&mut st, &shared)
+            && let Some(answer) = answer
+            && let Some(r) = st.requests.get_mut(uuid)
+            && r.answer.is_none()
+        {
+            // Answered on another node: this node's copy (or its own request, whose answer
+            // had not reached it) takes that answer; no socket had it from here.
+            let (account, origin, counted, local) =
+                (r.account.clone(), r.origin, r.counted, r.local);
+            r.answer = Some(answer);
+            let relayed = std::mem::take(&mut r.relayed).len();
+            if local {
+                st.hold(origin.1, 0, relayed);
+                if let Some(r) = st.requests.get_mut(uuid) {
+                    r.held = r.held.saturating_sub(relayed);
+                }
+            }
+            st.pending_done(&account, origin, counted, local);
+        }
         let live = st.requests.get(uuid).is_some_and(|r| r.expire > now);
         let attach = Attach { uuid: uuid.clone() };
         if !live {
@@ -695,9 +1062,11 @@ impl Hub {
             .collect();
         for uuid in &expired {
             if let Some(r) = st.requests.remove(uuid) {
-                st.hold(r.origin.1, 0, r.held);
+                if r.local {
+                    st.hold(r.origin.1, 0, r.held);
+                }
                 if r.answer.is_none() {
-                    st.pending_done(&r.account, r.origin, r.counted);
+                    st.pending_done(&r.account, r.origin, r.counted, r.local);
                 }
             }
         }

@@ -18,6 +18,7 @@
 // after the CPU reported the feature); everything else forbids it.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod config;
 mod conn;
 pub mod hub;
@@ -40,7 +41,9 @@ pub use keys::{Directory, load_or_create_server_key};
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub config: RelayConfig,
-    pub hub: hub::Hub,
+    pub hub: Arc<hub::Hub>,
+    /// Cluster mode (`--redis`).
+    pub cluster: Option<Arc<cluster::Cluster>>,
     pub directory: Directory,
     pub version: &'static str,
 }
@@ -91,6 +94,10 @@ pub async fn run(
         AccountSource::Nodes(n) => Directory::from_nodes(n.clone(), config.account_cache_ttl)?,
     };
     has_protocol::validate::init().map_err(anyhow::Error::msg)?;
+    let cluster = match &config.redis {
+        Some(url) => Some(Arc::new(cluster::Cluster::new(url)?)),
+        None => None,
+    };
     let server_key = load_or_create_server_key(&config.key_file)?;
     let hub = hub::Hub::new(
         server_key,
@@ -105,7 +112,8 @@ pub async fn run(
     );
     let ctx = Arc::new(Ctx {
         config,
-        hub,
+        hub: Arc::new(hub),
+        cluster,
         directory,
         version: VERSION,
     });
@@ -129,12 +137,22 @@ pub async fn run(
             }
         });
     }
+    // Cluster mode: the link to the store, reconnecting until the relay stops.
+    if let Some(cluster) = &ctx.cluster {
+        tracing::info!(node = %cluster.node, "cluster mode: sharing state through Redis");
+        tasks.spawn(
+            cluster
+                .clone()
+                .supervise(ctx.hub.clone(), stop_tx.subscribe()),
+        );
+    }
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     if let Some(metrics_addr) = ctx.config.metrics_listen {
         let ml = TcpListener::bind(metrics_addr).await?;
         let ctx = ctx.clone();
         let mut stop = stop_tx.subscribe();
         let free = permits.clone();
+        let cluster = ctx.cluster.clone();
         tracing::info!(addr = %ml.local_addr()?, "metrics listening");
         tasks.spawn(async move {
             // /healthz: the process answers. /readyz: it takes new connections (below
@@ -144,7 +162,13 @@ pub async fn run(
                     "/metrics",
                     axum::routing::get(move || {
                         let ctx = ctx.clone();
-                        async move { ctx.hub.metrics.render() }
+                        async move {
+                            let mut text = ctx.hub.metrics.render();
+                            if let Some(c) = &ctx.cluster {
+                                text.push_str(&metrics::cluster_gauge(c.is_up()));
+                            }
+                            text
+                        }
                     }),
                 )
                 .route("/healthz", axum::routing::get(|| async { "ok\n" }))
@@ -152,8 +176,15 @@ pub async fn run(
                     "/readyz",
                     axum::routing::get(move || {
                         let free = free.available_permits();
+                        let store_down = cluster.as_ref().is_some_and(|c| !c.is_up());
                         async move {
-                            if free > 0 {
+                            if store_down {
+                                (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: the cluster store (Redis) is unreachable\n"
+                                        .to_owned(),
+                                )
+                            } else if free > 0 {
                                 (axum::http::StatusCode::OK, "ready\n".to_owned())
                             } else {
                                 (
@@ -206,6 +237,11 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down: closing every socket");
+    if let Some(cluster) = &ctx.cluster {
+        // Drain: what this node took and the store lacks is written first, so the apps and
+        // PKSAs that reconnect to another node find it there.
+        cluster.flush(&ctx.hub).await;
+    }
     let _ = stop_tx.send(());
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)

@@ -50,6 +50,10 @@ struct Args {
     /// Prometheus metrics listen address, e.g. 127.0.0.1:9107.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Cluster mode: share routing and pending state with the other relay nodes through this
+    /// Redis, e.g. redis://127.0.0.1:6379/ (every node needs the same key file contents).
+    #[arg(long)]
+    redis: Option<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -130,6 +134,7 @@ fn main() -> anyhow::Result<()> {
     config.allow_replies_without_pok =
         args.allow_replies_without_pok || file.allow_replies_without_pok.unwrap_or(false);
     config.metrics_listen = args.metrics.or(file.metrics_listen);
+    config.redis = args.redis.or(file.redis);
 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

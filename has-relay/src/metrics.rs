@@ -168,6 +168,14 @@ impl Metrics {
     }
 }
 
+/// The cluster-mode gauge: 1 while the cluster store (Redis) is reachable.
+pub fn cluster_gauge(up: bool) -> String {
+    format!(
+        "# HELP has_relay_cluster_up 1 while the cluster store (Redis) is reachable.\n# TYPE has_relay_cluster_up gauge\nhas_relay_cluster_up {}\n",
+        u8::from(up)
+    )
+}
+
 /// Checks an exposition text the way a scraper reads it: every sample is `name{labels} value`
 /// with quoted, escaped label values and a number; every sample belongs to a family that has
 /// `# HELP` and `# TYPE`; a counter's samples end in `_total`; a histogram has a `+Inf`

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+mod cluster;
 mod peer;
 mod relay;
 
