@@ -2,7 +2,12 @@
 //! 10,000 idle WebSocket connections (RSS of the relay process per connection), then 100
 //! app/PKSA pairs (sign_req app → relay → PKSA, sign_ack with a POK PKSA → relay → app).
 //!
-//! usage: relay_load WS_URL RELAY_PID [IDLE_CONNECTIONS PAIRS WINDOW ROUND_TRIPS_PER_PAIR]
+//! usage: relay_load WS_URLS RELAY_PIDS [IDLE_CONNECTIONS PAIRS WINDOW ROUND_TRIPS_PER_PAIR
+//! [STORE_PID]]
+//! WS_URLS and RELAY_PIDS are comma-separated: with several relay nodes (cluster mode), pair
+//! i's app connects to node i mod N and its PKSA to node i+1 mod N, so every round trip
+//! crosses nodes; the idle phase (skipped when IDLE_CONNECTIONS is 0) uses the first node.
+//! STORE_PID: the Redis process, whose CPU is reported per round trip.
 //! The accounts are `bench-0` … `bench-{PAIRS-1}` with login keys from the password "bench"
 //! (the relay's accounts file must hold them). Prints one JSON line.
 #![allow(
@@ -87,15 +92,29 @@ struct Params {
     pairs: usize,
     window: usize,
     trips: usize,
+    /// The relay processes (CPU is summed over them).
+    pids: Vec<u32>,
+    /// The Redis process, if any.
+    store_pid: Option<u32>,
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = args
+    let urls: Vec<String> = args
         .first()
-        .context("usage: relay_load WS_URL RELAY_PID [IDLE PAIRS WINDOW TRIPS]")?
-        .clone();
-    let pid: u32 = args.get(1).context("RELAY_PID")?.parse()?;
+        .context("usage: relay_load WS_URLS RELAY_PIDS [IDLE PAIRS WINDOW TRIPS [STORE_PID]]")?
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let pids = args
+        .get(1)
+        .context("RELAY_PIDS")?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>()?;
+    if pids.len() != urls.len() {
+        bail!("{} URLs but {} PIDs", urls.len(), pids.len());
+    }
     let num = |i: usize, default: usize| -> Result<usize> {
         Ok(match args.get(i) {
             Some(v) => v.parse()?,
@@ -107,14 +126,24 @@ fn main() -> Result<()> {
         pairs: num(3, 100)?,
         window: num(4, 16)?,
         trips: num(5, 2_000)?,
+        store_pid: args.get(6).map(|p| p.parse()).transpose()?,
+        pids,
     };
     let names: Vec<String> = (0..p.pairs).map(|i| format!("bench-{i}")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let idle = idle_phase(&url, pid, p.idle).await?;
-        let load = load_phase(&url, pid, &names, &p).await?;
+        let (url, pid) = (
+            urls.first().context("a URL")?,
+            *p.pids.first().context("a PID")?,
+        );
+        let idle = if p.idle > 0 {
+            idle_phase(url, pid, p.idle).await?
+        } else {
+            (0.0, 0, 0)
+        };
+        let load = load_phase(&urls, &names, &p).await?;
         println!(
             "{}",
             serde_json::json!({
@@ -204,17 +233,23 @@ fn count_established(pid: u32) -> usize {
         .saturating_sub(2)
 }
 
-async fn load_phase(url: &str, pid: u32, names: &[String], p: &Params) -> Result<Value> {
+/// CPU seconds of the relay processes together.
+fn relays_cpu_secs(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| proc_cpu_secs(*p)).sum()
+}
+
+async fn load_phase(urls: &[String], names: &[String], p: &Params) -> Result<Value> {
     use futures_util::{SinkExt, StreamExt};
     use has_crypto::{SharedSecretCache, memo::pok};
     use tokio_tungstenite::tungstenite::Message;
     let (pairs, window, trips) = (names.len(), p.window, p.trips);
 
-    // Register one PKSA per account.
+    let node = |i: usize| urls.get(i % urls.len().max(1)).cloned().unwrap_or_default();
+    // Register one PKSA per account (on the node after its app's).
     let mut pksas = vec![];
-    for name in names {
+    for (i, name) in names.iter().enumerate() {
         let memo = PrivateKey::from_login(name, "bench", KeyRole::Memo)?;
-        let mut ws = ws_connect(url).await?;
+        let mut ws = ws_connect(&node(i + 1)).await?;
         recv_cmd(&mut ws, "connected").await?;
         send_json(&mut ws, &serde_json::json!({"cmd": "key_req"})).await?;
         let key: has_crypto::PublicKey = recv_cmd(&mut ws, "key_ack").await?["key"]
@@ -232,12 +267,13 @@ async fn load_phase(url: &str, pid: u32, names: &[String], p: &Params) -> Result
         pksas.push((ws, channel));
     }
     let mut apps = vec![];
-    for _ in names {
-        let mut ws = ws_connect(url).await?;
+    for i in 0..names.len() {
+        let mut ws = ws_connect(&node(i)).await?;
         recv_cmd(&mut ws, "connected").await?;
         apps.push(ws);
     }
-    let cpu0 = proc_cpu_secs(pid);
+    let cpu0 = relays_cpu_secs(&p.pids);
+    let store0 = p.store_pid.map(proc_cpu_secs).unwrap_or(0.0);
     let self0 = proc_cpu_secs(std::process::id());
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -309,7 +345,8 @@ async fn load_phase(url: &str, pid: u32, names: &[String], p: &Params) -> Result
         latencies.extend(r??);
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(pid) - cpu0;
+    let cpu = relays_cpu_secs(&p.pids) - cpu0;
+    let store_cpu = p.store_pid.map(proc_cpu_secs).unwrap_or(0.0) - store0;
     let self_cpu = proc_cpu_secs(std::process::id()) - self0;
     let trips = (pairs * trips) as f64;
     latencies.sort_by(f64::total_cmp);
@@ -324,5 +361,6 @@ async fn load_phase(url: &str, pid: u32, names: &[String], p: &Params) -> Result
         "relayed_messages_per_s": 2.0 * trips / secs, "frames_per_s": 5.0 * trips / secs,
         "relay_cpu_us_per_round_trip": cpu * 1e6 / trips,
         "relay_cpu_cores": cpu / secs, "load_generator_cpu_cores": self_cpu / secs, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+        "nodes": urls.len(), "store_cpu_us_per_round_trip": store_cpu * 1e6 / trips, "store_cpu_cores": store_cpu / secs,
     }))
 }

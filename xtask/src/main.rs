@@ -32,7 +32,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|apps> [--count N] | bench <crypto|chain|relay|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N] | container>";
+const USAGE: &str = "usage: cargo xtask <ci | vectors | validate-schemas | interop <crypto|chain|apps> [--count N] | bench <crypto|chain|relay [--nodes N]|e2e> | hostile [--seconds N] | fuzz-smoke [--seconds N] | container>";
 
 fn main() {
     if let Err(e) = run() {
@@ -76,7 +76,10 @@ fn run() -> Result<()> {
             Some("crypto") => bench::crypto(),
             Some("chain") => bench::chain(),
             Some("e2e") => e2e::run(),
-            Some("relay") => relay::bench(),
+            Some("relay") => match flag(&args, "--nodes") {
+                Some(n) => relay::bench_nodes(n.parse()?),
+                None => relay::bench(),
+            },
             _ => bail!("{USAGE}"),
         },
         Some("hostile") => {

@@ -108,6 +108,11 @@ const ROUND_TRIPS_PER_PAIR: usize = 2_000;
 /// messages (the request to the PKSA, the reply with its POK checked to the app) and five
 /// frames through the relay (request, wait, relayed request, reply, relayed reply).
 pub fn bench() -> Result<()> {
+    build_bench()?;
+    bench_single()
+}
+
+fn build_bench() -> Result<()> {
     crate::sh(
         "cargo",
         &[
@@ -121,7 +126,10 @@ pub fn bench() -> Result<()> {
             "relay_load",
         ],
         &[],
-    )?;
+    )
+}
+
+fn bench_single() -> Result<()> {
     // Both children inherit the raised soft limit.
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
     let want = (IDLE_CONNECTIONS as u64 + 2_000).min(hard);
@@ -134,7 +142,7 @@ pub fn bench() -> Result<()> {
     let names: Vec<String> = (0..PAIRS).map(|i| format!("bench-{i}")).collect();
     let accounts: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "bench")).collect();
     let config = format!(
-        "max_connections = {}\nframes_per_second = 1000000\nmax_pending_per_account = 1000000\nmax_pending_per_socket = 1000000\nmax_pending_per_ip = 1000000\n",
+        "max_connections = {}\nframes_per_second = 1000000\nmax_pending_per_account = 1000000\nmax_pending_per_socket = 1000000\nmax_pending_per_ip = 1000000\nmax_pending_bytes = 4294967296\n",
         IDLE_CONNECTIONS + 1_000
     );
     let (relay, url) = start_relay(&bin, &dir, &accounts, &config)?;
@@ -193,5 +201,154 @@ pub fn bench() -> Result<()> {
         format!("{:.2} / {:.2} ms", f("/load/p50_ms"), f("/load/p99_ms"))
     );
     println!("{}", serde_json::json!({"bench": "relay", "result": r}));
+    Ok(())
+}
+
+/// A `redis-server` for the cluster bench: loopback, no persistence (the bench measures the
+/// relays' traffic through it, not the disk).
+fn start_redis(dir: &Path) -> Result<(Proc, String)> {
+    let port = free_port()?;
+    let redis = Proc(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", &dir.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install redis-server)")?,
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("redis-server did not start listening");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((redis, format!("redis://127.0.0.1:{port}/")))
+}
+
+/// Runs the load phase of relay_load against `nodes` (URL, process) pairs.
+fn load(nodes: &[(Proc, String)], store: Option<&Proc>) -> Result<Value> {
+    let bin = js::root().join("target").join("release");
+    let urls: Vec<&str> = nodes.iter().map(|(_, u)| u.as_str()).collect();
+    let pids: Vec<String> = nodes.iter().map(|(p, _)| p.0.id().to_string()).collect();
+    let mut cmd = Command::new(bin.join("examples").join("relay_load"));
+    cmd.args([urls.join(","), pids.join(",")])
+        .args([0, PAIRS, WINDOW, ROUND_TRIPS_PER_PAIR].map(|n| n.to_string()));
+    if let Some(s) = store {
+        cmd.arg(s.0.id().to_string());
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running relay_load")?;
+    if !out.status.success() {
+        bail!("relay_load failed ({})", out.status);
+    }
+    let r: Value = serde_json::from_slice(&out.stdout).context("relay_load output")?;
+    r.get("load")
+        .cloned()
+        .context("relay_load: no load figures")
+}
+
+/// Waits until a cluster node's /readyz answers 200 (its Redis connected).
+fn wait_ready(metrics: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(metrics) {
+            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("relay node at {metrics} not ready (Redis) in 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `cargo xtask bench relay --nodes N`: relayed messages/s and round-trip latency of the same
+/// load (100 app/PKSA pairs, window 16) through one node alone (the baseline), one node with
+/// Redis, and N nodes sharing a Redis where every app's PKSA is on another node (all traffic
+/// crosses nodes), all on this machine in one command.
+pub fn bench_nodes(n: usize) -> Result<()> {
+    if !(1..=16).contains(&n) {
+        bail!("--nodes takes 1 to 16");
+    }
+    build_bench()?;
+    let dir = scratch("bench-relay-cluster")?;
+    let names: Vec<String> = (0..PAIRS).map(|i| format!("bench-{i}")).collect();
+    let accounts: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "bench")).collect();
+    let bin = js::root().join("target").join("release");
+    let caps = "frames_per_second = 1000000\nmax_pending_per_account = 1000000\nmax_pending_per_socket = 1000000\nmax_pending_per_ip = 1000000\nmax_pending_bytes = 4294967296\n";
+
+    let single = {
+        let node = start_relay(&bin, &dir, &accounts, caps)?;
+        load(&[node], None)?
+    };
+    let (redis, redis_url) = start_redis(&dir)?;
+    let mut runs = vec![];
+    for count in [1, n] {
+        let mut nodes = vec![];
+        for _ in 0..count {
+            let metrics = format!("127.0.0.1:{}", free_port()?);
+            let config = format!("{caps}redis = \"{redis_url}\"\nmetrics_listen = \"{metrics}\"\n");
+            nodes.push(start_relay(&bin, &dir, &accounts, &config)?);
+            wait_ready(&metrics)?;
+        }
+        runs.push((count, load(&nodes, Some(&redis))?));
+        drop(nodes);
+        if n == 1 {
+            break;
+        }
+    }
+    drop(redis);
+
+    let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    let base = f(&single, "/relayed_messages_per_s").max(1.0);
+    println!();
+    println!(
+        "{:<44} {:>12} {:>8} {:>16} {:>14} {:>12}",
+        "has-relay (release, loopback, 2 cores)",
+        "relayed/s",
+        "ratio",
+        "p50 / p99 ms",
+        "relays µs/rt",
+        "Redis µs/rt"
+    );
+    let row = |label: String, v: &Value| {
+        println!(
+            "{:<44} {:>12.0} {:>8.2} {:>16} {:>14.1} {:>12}",
+            label,
+            f(v, "/relayed_messages_per_s"),
+            f(v, "/relayed_messages_per_s") / base,
+            format!("{:.2} / {:.2}", f(v, "/p50_ms"), f(v, "/p99_ms")),
+            f(v, "/relay_cpu_us_per_round_trip"),
+            match v.pointer("/store_cpu_us_per_round_trip") {
+                Some(_) if f(v, "/nodes") > 0.0 && f(v, "/store_cpu_cores") > 0.0 =>
+                    format!("{:.1}", f(v, "/store_cpu_us_per_round_trip")),
+                _ => "-".to_owned(),
+            }
+        );
+    };
+    row("1 node, no Redis (baseline)".to_owned(), &single);
+    for (count, v) in &runs {
+        let label = if *count == 1 {
+            "1 node + Redis".to_owned()
+        } else {
+            format!("{count} nodes + Redis, every round trip cross-node")
+        };
+        row(label, v);
+    }
+    println!(
+        "{}",
+        serde_json::json!({"bench": "relay-nodes", "nodes": n, "single": single,
+            "cluster": runs.iter().map(|(c, v)| serde_json::json!({"nodes": c, "load": v})).collect::<Vec<_>>()})
+    );
     Ok(())
 }
