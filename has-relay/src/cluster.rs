@@ -6,20 +6,24 @@
 //!
 //! | key | what | lifetime |
 //! | --- | --- | --- |
-//! | `has:req:{uuid}` | the request ([`Shared`], JSON) | until it expires |
-//! | `has:pending:{account}` | sorted set of the account's uuids, by expiry | its last expiry |
+//! | `has:req:{uuid}` | the request ([`Shared`], JSON, with the node that made it) | until it expires |
+//! | `has:pending:{account}` | sorted set of the account's unanswered uuids, by expiry | its last expiry |
 //! | `has:reply:{uuid}` | the answer frame for the app; `SET NX`: the first answer wins | until the request expires |
-//! | `has:app:{uuid}` | the node holding the app's socket (updated by `attach_req`) | until the request expires |
+//! | `has:app:{uuid}` | the node holding the app's socket (`-`: none; moved by `attach_req`) | until the request expires |
+//! | `has:server_key` | the relay's public key: a node with another key file refuses to join | none |
 //!
-//! and two kinds of pub/sub channel: `has:acct:{account}` (a new request, to the nodes with a
-//! PKSA registered for the account: each subscribes while it has one) and `has:node:{id}` (an
-//! answer, to the node holding the app's socket).
+//! and two kinds of pub/sub channel: `has:acct:{account}` (a new request, then its answer, to
+//! the nodes with a PKSA registered for the account: each subscribes while it has one) and
+//! `has:node:{id}` (an answer, to the node holding the app's socket and the node that made
+//! the request).
 //!
-//! A request is written before its `*_wait` leaves, so a node that stops (even `kill -9`)
-//! loses nothing it acknowledged: the app attaches through another node and a PKSA that
-//! registers anywhere gets the request. While Redis is unreachable a node serves the sockets
-//! it holds on its own, reports not-ready, and writes what it took meanwhile (requests, and
-//! answers, routed on to their apps' nodes) when Redis comes back.
+//! A request is written (and announced, in the same transaction) before its `*_wait` leaves,
+//! so a node that stops (even `kill -9`) loses nothing it acknowledged: the app attaches
+//! through another node and a PKSA that registers anywhere gets the request. An answer is
+//! claimed and announced in one script: one round trip each way. While Redis is unreachable
+//! a node serves the sockets it holds on its own, reports not-ready, and writes what it took
+//! meanwhile (requests, and answers, routed on to their apps' nodes) when Redis is back; it
+//! writes every live request it made again on each reconnect, in case Redis lost them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,20 +37,55 @@ use tokio::sync::broadcast;
 
 use crate::hub::{CheckedReply, Hub, Shared, SocketId, Unsynced};
 
-/// How long one Redis command may take before the store counts as unreachable.
+/// How long one Redis command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pending requests read for one registration at most (the per-account cap of every node
-/// together stays far below it).
-const PENDING_SCAN: isize = 4096;
+/// Account channels per SUBSCRIBE command when resubscribing.
+const SUBSCRIBE_BATCH: usize = 512;
+/// The oldest Redis with every command used (`SET … PXAT`, `PEXPIREAT … NX|GT`).
+const REDIS_MAJOR: u32 = 7;
+
+/// Claims an answer: the first `SET NX` wins; the winner removes the uuid from the account's
+/// pending set and announces the answer to the account's channel, the app's node and the
+/// request's node, in the same atomic step. Offering the same answer again (a retry) wins
+/// again without announcing twice. Returns `{1, ''}` (won) or `{0, <the answer held>}`.
+const CLAIM: &str = r#"
+local set = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2])
+if not set then
+  local held = redis.call('GET', KEYS[1])
+  if held == ARGV[1] then return {1, ''} end
+  return {0, held or ''}
+end
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+local told = {}
+told[ARGV[6]] = true
+local app = redis.call('GET', KEYS[2])
+if app and app ~= '-' and not told[app] then
+  told[app] = true
+  redis.call('PUBLISH', ARGV[7] .. app, ARGV[4])
+end
+local req = redis.call('GET', KEYS[4])
+if req then
+  local ok, r = pcall(cjson.decode, req)
+  if ok and type(r) == 'table' and type(r.node) == 'string' and r.node ~= '' and not told[r.node] then
+    redis.call('PUBLISH', ARGV[7] .. r.node, ARGV[4])
+  end
+end
+return {1, ''}
+"#;
 
 /// What nodes tell each other.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum Note {
     /// A new request for an account (on `has:acct:{account}`).
-    Req(Shared),
-    /// The answer for a request whose app's socket is on the receiving node.
-    Reply { uuid: RequestId, text: String },
+    Req { from: String, req: Shared },
+    /// A request's answer (on the account's channel and the app's and request's nodes').
+    Answer {
+        from: String,
+        uuid: RequestId,
+        text: String,
+    },
 }
 
 fn key_req(uuid: &RequestId) -> String {
@@ -61,11 +100,23 @@ fn key_reply(uuid: &RequestId) -> String {
 fn key_app(uuid: &RequestId) -> String {
     format!("has:app:{uuid}")
 }
+const KEY_SERVER_KEY: &str = "has:server_key";
 fn chan_acct(account: &str) -> String {
     format!("has:acct:{account}")
 }
+const NODE_PREFIX: &str = "has:node:";
 fn chan_node(node: &str) -> String {
-    format!("has:node:{node}")
+    format!("{NODE_PREFIX}{node}")
+}
+
+/// A Redis URL with its password (if any) replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Why a store operation did not happen.
@@ -77,19 +128,22 @@ pub enum StoreError {
     /// Redis answered with an error, or the command failed on the way.
     #[error("the cluster store (Redis): {0}")]
     Redis(#[from] redis::RedisError),
-    /// A record in the store is not what a node writes.
-    #[error("the cluster store holds a malformed record: {0}")]
+    /// A record in the store is not what a node writes, or the store cannot be joined.
+    #[error("the cluster store: {0}")]
     Malformed(String),
+}
+
+fn malformed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(e.to_string())
 }
 
 /// The outcome of offering an answer to the store.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// This answer is the request's; the app's socket is on this node (None: on no node, or
-    /// on this one) or on the named node.
-    Won(Option<String>),
-    /// Another node's answer came first.
-    Lost,
+    /// This answer is the request's (and was announced).
+    Won,
+    /// Another answer came first: this one.
+    Lost(String),
 }
 
 /// One node's link to the cluster store.
@@ -97,33 +151,41 @@ pub struct Cluster {
     /// This node's id (random per start).
     pub node: String,
     client: redis::Client,
+    url: String,
     conn: std::sync::Mutex<Option<MultiplexedConnection>>,
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
     up: AtomicBool,
-    lost: tokio::sync::Notify,
+    /// Pending requests read from the store for one new registration at most (newest first).
+    scan_limit: usize,
+    claim: redis::Script,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("node", &self.node)
+            .field("url", &self.url)
             .field("up", &self.is_up())
             .finish()
     }
 }
 
 impl Cluster {
-    /// A link to the Redis at `url` (`redis://host:port/db`); nothing is connected yet.
-    pub fn new(url: &str) -> anyhow::Result<Self> {
-        let client =
-            redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis URL {url:?}: {e}"))?;
+    /// A link to the Redis at `url` (`redis://[:password@]host:port/db`); nothing is
+    /// connected yet. A new registration gets at most `scan_limit` pending requests from the
+    /// store (the per-account cap).
+    pub fn new(url: &str, scan_limit: usize) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("redis URL {}: {e}", redact(url)))?;
         Ok(Cluster {
             node: uuid::Uuid::new_v4().to_string(),
             client,
+            url: redact(url),
             conn: std::sync::Mutex::new(None),
             sink: tokio::sync::Mutex::new(None),
             up: AtomicBool::new(false),
-            lost: tokio::sync::Notify::new(),
+            scan_limit: scan_limit.max(1),
+            claim: redis::Script::new(CLAIM),
         })
     }
 
@@ -140,34 +202,39 @@ impl Cluster {
             .ok_or(StoreError::Down)
     }
 
-    /// Runs one store operation; a failure marks the store unreachable (the supervisor
-    /// reconnects).
+    /// Runs one store operation with a deadline. A failure does not end the link by itself:
+    /// the heartbeat decides (one slow answer must not make a node resubscribe everything).
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let conn = self.conn()?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(StoreError::Malformed(m))) => Err(StoreError::Malformed(m)),
-            Ok(Err(e)) => {
-                self.lost.notify_one();
-                Err(e)
-            }
-            Err(_) => {
-                self.lost.notify_one();
-                Err(StoreError::Down)
-            }
-        }
+        tokio::time::timeout(COMMAND_TIMEOUT, op(conn))
+            .await
+            .map_err(|_| StoreError::Down)?
     }
 
-    /// Writes a request (before its `*_wait` leaves): the record, its place in the account's
-    /// pending set, and the node holding the app's socket (`app_here`; only if none is
-    /// recorded when `only_if_new`).
-    pub async fn store_request(&self, r: &Shared, app_here: bool) -> Result<(), StoreError> {
-        let json = serde_json::to_string(r).map_err(|e| StoreError::Malformed(e.to_string()))?;
+    /// Writes a request and announces it to the nodes with a PKSA for its account, in one
+    /// transaction (before its `*_wait` leaves): the record, its place in the account's
+    /// pending set (not for an `answered` one), and the node holding the app's socket
+    /// (`app_here`; an attach made elsewhere meanwhile is kept).
+    pub async fn store_request(
+        &self,
+        r: &Shared,
+        app_here: bool,
+        answered: bool,
+    ) -> Result<(), StoreError> {
+        let mut r = r.clone();
+        r.node = self.node.clone();
+        let json = serde_json::to_string(&r).map_err(malformed)?;
         let pending = key_pending(&r.account);
+        let now = UnixMillis::now().0;
+        let note = serde_json::to_string(&Note::Req {
+            from: self.node.clone(),
+            req: r.clone(),
+        })
+        .map_err(malformed)?;
         self.run(|mut c| async move {
             let mut p = redis::pipe();
             p.atomic()
@@ -177,46 +244,40 @@ impl Cluster {
                 .arg("PXAT")
                 .arg(r.expire)
                 .ignore()
-                .cmd("ZADD")
-                .arg(&pending)
-                .arg(r.expire)
-                .arg(r.uuid.as_str())
-                .ignore()
-                .cmd("PEXPIREAT")
-                .arg(&pending)
-                .arg(r.expire)
+                .cmd("SET")
+                .arg(key_app(&r.uuid))
+                .arg(if app_here { self.node.as_str() } else { "-" })
                 .arg("NX")
-                .ignore()
-                .cmd("PEXPIREAT")
-                .arg(&pending)
+                .arg("PXAT")
                 .arg(r.expire)
-                .arg("GT")
                 .ignore();
-            if app_here {
-                p.cmd("SET")
-                    .arg(key_app(&r.uuid))
-                    .arg(&self.node)
-                    .arg("NX")
-                    .arg("PXAT")
+            if !answered {
+                p.cmd("ZREMRANGEBYSCORE")
+                    .arg(&pending)
+                    .arg("-inf")
+                    .arg(now)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(&pending)
                     .arg(r.expire)
+                    .arg(r.uuid.as_str())
+                    .ignore()
+                    .cmd("PEXPIREAT")
+                    .arg(&pending)
+                    .arg(r.expire)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("PEXPIREAT")
+                    .arg(&pending)
+                    .arg(r.expire)
+                    .arg("GT")
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(chan_acct(&r.account))
+                    .arg(note)
                     .ignore();
             }
             p.query_async::<()>(&mut c).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Tells the nodes with a PKSA registered for the request's account about it.
-    pub async fn announce(&self, r: &Shared) -> Result<(), StoreError> {
-        let note = serde_json::to_string(&Note::Req(r.clone()))
-            .map_err(|e| StoreError::Malformed(e.to_string()))?;
-        self.run(|mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(chan_acct(&r.account))
-                .arg(note)
-                .query_async::<i64>(&mut c)
-                .await?;
             Ok(())
         })
         .await
@@ -232,63 +293,52 @@ impl Cluster {
                     .await?)
             })
             .await?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Malformed(e.to_string())))
+        text.map(|t| serde_json::from_str(&t).map_err(malformed))
             .transpose()
     }
 
-    /// Offers an answer: `SET NX` on the reply key makes the first answer of the whole
-    /// cluster win. The winner learns which node holds the app's socket.
-    /// Offering the same answer again (a retry after a failure) wins again.
-    pub async fn claim(&self, checked: &CheckedReply) -> Result<Claim, StoreError> {
-        let expire = checked.expire.0.max(UnixMillis::now().0.saturating_add(1));
+    /// A request's answer in the store, if it has one.
+    pub async fn answer(&self, uuid: &RequestId) -> Result<Option<String>, StoreError> {
         self.run(|mut c| async move {
-            let (held, app): (Option<String>, Option<String>) = redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(key_reply(&checked.uuid))
-                .arg(&checked.text)
-                .arg("NX")
-                .arg("PXAT")
-                .arg(expire)
-                .ignore()
-                .cmd("GET")
-                .arg(key_reply(&checked.uuid))
-                .cmd("GET")
-                .arg(key_app(&checked.uuid))
-                .cmd("ZREM")
-                .arg(key_pending(&checked.account))
-                .arg(checked.uuid.as_str())
-                .ignore()
+            Ok(redis::cmd("GET")
+                .arg(key_reply(uuid))
                 .query_async(&mut c)
-                .await?;
-            Ok(if held.as_deref() == Some(checked.text.as_str()) {
-                Claim::Won(app.filter(|n| *n != self.node))
-            } else {
-                Claim::Lost
-            })
+                .await?)
         })
         .await
     }
 
-    /// Sends an answer to the node holding its app's socket.
-    pub async fn route_answer(
-        &self,
-        node: &str,
-        uuid: &RequestId,
-        text: &str,
-    ) -> Result<(), StoreError> {
-        let note = serde_json::to_string(&Note::Reply {
-            uuid: uuid.clone(),
-            text: text.to_owned(),
+    /// Offers an answer: the first of the whole cluster wins, and is announced to the nodes
+    /// that need it (see [`CLAIM`]).
+    pub async fn claim(&self, checked: &CheckedReply) -> Result<Claim, StoreError> {
+        let expire = checked.expire.0.max(UnixMillis::now().0.saturating_add(1));
+        let note = serde_json::to_string(&Note::Answer {
+            from: self.node.clone(),
+            uuid: checked.uuid.clone(),
+            text: checked.text.clone(),
         })
-        .map_err(|e| StoreError::Malformed(e.to_string()))?;
+        .map_err(malformed)?;
         self.run(|mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(chan_node(node))
+            let (won, held): (i64, String) = self
+                .claim
+                .key(key_reply(&checked.uuid))
+                .key(key_app(&checked.uuid))
+                .key(key_pending(&checked.account))
+                .key(key_req(&checked.uuid))
+                .arg(&checked.text)
+                .arg(expire)
+                .arg(checked.uuid.as_str())
                 .arg(note)
-                .query_async::<i64>(&mut c)
+                .arg(chan_acct(&checked.account))
+                .arg(&self.node)
+                .arg(NODE_PREFIX)
+                .invoke_async(&mut c)
                 .await?;
-            Ok(())
+            Ok(if won == 1 {
+                Claim::Won
+            } else {
+                Claim::Lost(held)
+            })
         })
         .await
     }
@@ -301,35 +351,36 @@ impl Cluster {
     ) -> Result<Option<(Shared, Option<String>)>, StoreError> {
         let (req, answer): (Option<String>, Option<String>) = self
             .run(|mut c| async move {
-                let (req, _, answer): (Option<String>, Option<String>, Option<String>) =
-                    redis::pipe()
-                        .atomic()
-                        .cmd("GET")
-                        .arg(key_req(uuid))
-                        .cmd("SET")
-                        .arg(key_app(uuid))
-                        .arg(&self.node)
-                        .arg("XX")
-                        .arg("KEEPTTL")
-                        .cmd("GET")
-                        .arg(key_reply(uuid))
-                        .query_async(&mut c)
-                        .await?;
+                let (req, answer): (Option<String>, Option<String>) = redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(key_req(uuid))
+                    .cmd("SET")
+                    .arg(key_app(uuid))
+                    .arg(&self.node)
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(key_reply(uuid))
+                    .query_async(&mut c)
+                    .await?;
                 Ok((req, answer))
             })
             .await?;
         let Some(req) = req else {
             return Ok(None);
         };
-        let shared: Shared =
-            serde_json::from_str(&req).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        let shared: Shared = serde_json::from_str(&req).map_err(malformed)?;
         Ok(Some((shared, answer)))
     }
 
-    /// The account's unanswered, unexpired requests in the store (for a new registration).
-    pub async fn pending(&self, account: &str) -> Result<Vec<Shared>, StoreError> {
+    /// The account's unanswered, unexpired requests in the store that this node does not
+    /// hold (newest first, at most the scan limit).
+    pub async fn pending(&self, hub: &Hub, account: &str) -> Result<Vec<Shared>, StoreError> {
         let now = UnixMillis::now().0;
         let key = key_pending(account);
+        let last = isize::try_from(self.scan_limit).unwrap_or(isize::MAX) - 1;
         let uuids: Vec<String> = self
             .run(|mut c| async move {
                 let (uuids,): (Vec<String>,) = redis::pipe()
@@ -338,18 +389,20 @@ impl Cluster {
                     .arg("-inf")
                     .arg(now)
                     .ignore()
-                    .cmd("ZRANGE")
+                    .cmd("ZREVRANGE")
                     .arg(&key)
                     .arg(0)
-                    .arg(PENDING_SCAN - 1)
+                    .arg(last)
                     .query_async(&mut c)
                     .await?;
                 Ok(uuids)
             })
             .await?;
+        // What this node holds it gave its sockets already.
         let ids: Vec<RequestId> = uuids
             .into_iter()
             .filter_map(|u| RequestId::try_from(u).ok())
+            .filter(|u| !hub.knows(u))
             .collect();
         if ids.is_empty() {
             return Ok(vec![]);
@@ -364,10 +417,10 @@ impl Cluster {
                 let mut out = vec![];
                 for pair in v.chunks(2) {
                     let [req, answered] = pair else { continue };
-                    let req: Option<String> = redis::from_redis_value_ref(req)
-                        .map_err(|e| StoreError::Malformed(e.to_string()))?;
-                    let answered: bool = redis::from_redis_value_ref(answered)
-                        .map_err(|e| StoreError::Malformed(e.to_string()))?;
+                    let req: Option<String> =
+                        redis::from_redis_value_ref(req).map_err(malformed)?;
+                    let answered: bool =
+                        redis::from_redis_value_ref(answered).map_err(malformed)?;
                     out.push((req, answered));
                 }
                 Ok(out)
@@ -378,25 +431,21 @@ impl Cluster {
             .filter(|(_, answered)| !answered)
             .filter_map(|(r, _)| r)
             .filter_map(|r| serde_json::from_str::<Shared>(&r).ok())
-            .filter(|r| r.expire > now)
+            .filter(|r| r.expire > now && !r.relayed.is_empty())
             .collect())
     }
 
-    /// Subscribes to an account's channel (a socket of this node registered for it).
-    pub async fn subscribe(&self, account: &str) -> Result<(), StoreError> {
+    /// Subscribes to accounts' channels (sockets of this node registered for them).
+    pub async fn subscribe(&self, accounts: &[String]) -> Result<(), StoreError> {
         let mut sink = self.sink.lock().await;
         let s = sink.as_mut().ok_or(StoreError::Down)?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, s.subscribe(chan_acct(account))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                self.lost.notify_one();
-                Err(e.into())
-            }
-            Err(_) => {
-                self.lost.notify_one();
-                Err(StoreError::Down)
-            }
+        for batch in accounts.chunks(SUBSCRIBE_BATCH) {
+            let channels: Vec<String> = batch.iter().map(|a| chan_acct(a)).collect();
+            tokio::time::timeout(COMMAND_TIMEOUT, s.subscribe(channels))
+                .await
+                .map_err(|_| StoreError::Down)??;
         }
+        Ok(())
     }
 
     /// Unsubscribes from an account's channel: no socket of this node is registered for it
@@ -416,15 +465,20 @@ impl Cluster {
         }
     }
 
-    /// A registration on this node: subscribes to the account's announcements first, then
-    /// gives the socket what the store holds pending for the account (each request at most
-    /// once per socket: the hub remembers what it gave).
-    pub async fn registered(&self, hub: &Hub, socket: SocketId, account: &str) {
-        if self.subscribe(account).await.is_err() {
+    /// A socket of this node registered for an account (`new`: it was not before): this
+    /// node subscribes to the account's announcements first, then gives the socket what the
+    /// store holds pending for the account that this node does not hold (what it holds,
+    /// [`Hub::register`] gave already). A registration repeated on the same socket costs
+    /// the store nothing.
+    pub async fn registered(&self, hub: &Hub, socket: SocketId, account: &str, new: bool) {
+        if !new {
+            return;
+        }
+        if self.subscribe(&[account.to_owned()]).await.is_err() {
             // Resubscribed and rescanned for every registered account when the store is back.
             return;
         }
-        match self.pending(account).await {
+        match self.pending(hub, account).await {
             Ok(list) => {
                 for r in &list {
                     hub.offer(r, Some(socket));
@@ -434,18 +488,20 @@ impl Cluster {
         }
     }
 
-    /// Writes what this node took while the store was unreachable: its requests, and the
-    /// answers it took, routed to their apps' nodes. Err: the store failed again.
+    /// Writes what the store lacks of this node: its requests (announced to the other nodes
+    /// with them), and the answers it took, announced to their apps' nodes. Err: the store
+    /// failed again.
     async fn sync(&self, hub: &Hub) -> Result<(), StoreError> {
         for Unsynced {
             shared,
             request,
             app_here,
             answer,
+            answered,
         } in hub.unsynced()
         {
             if request {
-                self.store_request(&shared, app_here).await?;
+                self.store_request(&shared, app_here, answered).await?;
                 hub.mark_synced(&shared.uuid, true, false);
             }
             if let Some(text) = answer {
@@ -455,16 +511,9 @@ impl Cluster {
                     text,
                     expire: UnixMillis(shared.expire),
                 };
-                match self.claim(&checked).await? {
-                    Claim::Won(Some(node)) => {
-                        self.route_answer(&node, &checked.uuid, &checked.text)
-                            .await?;
-                    }
-                    Claim::Won(None) => {}
-                    Claim::Lost => {
-                        hub.metrics.count("cluster", "answer_conflict");
-                        tracing::warn!(uuid = %shared.uuid, "two answers were taken while the store was unreachable; the store kept the other node's");
-                    }
+                if let Claim::Lost(_) = self.claim(&checked).await? {
+                    hub.metrics.count("cluster", "answer_conflict");
+                    tracing::warn!(uuid = %shared.uuid, "two answers were taken while the store was unreachable; the store kept the other one");
                 }
                 hub.mark_synced(&shared.uuid, false, true);
             }
@@ -483,22 +532,24 @@ impl Cluster {
         }
     }
 
-    /// Connects, subscribes, writes this node's state and serves the node's channels until
-    /// the store fails or `stop` fires; then again, with a back-off, until `stop`.
+    /// Connects, writes this node's state and serves the node's channels until the store
+    /// fails or `stop` fires; then again, with a back-off, until `stop`.
     pub async fn supervise(self: Arc<Self>, hub: Arc<Hub>, mut stop: broadcast::Receiver<()>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let attempt = self.clone().session(hub.clone(), &mut stop);
-            match attempt.await {
-                Ok(Stopped::Stop) => return,
-                Ok(Stopped::Lost) => backoff = Duration::from_millis(100),
+            let outcome = tokio::select! {
+                r = self.clone().session(hub.clone()) => r,
+                _ = stop.recv() => return,
+            };
+            match outcome {
+                Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     hub.metrics.count("cluster", "connect_failed");
-                    tracing::warn!(error = %e, "cluster store unreachable; serving local sockets only");
+                    tracing::warn!(error = %e, url = %self.url, "cluster store unreachable; serving local sockets only");
                 }
             }
             if self.up.swap(false, Ordering::Relaxed) {
-                tracing::warn!("cluster store lost; serving local sockets only until it is back");
+                tracing::warn!(url = %self.url, "cluster store lost; serving local sockets only until it is back");
                 hub.metrics.count("cluster", "lost");
             }
             *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -511,88 +562,128 @@ impl Cluster {
         }
     }
 
-    async fn session(
-        self: Arc<Self>,
-        hub: Arc<Hub>,
-        stop: &mut broadcast::Receiver<()>,
-    ) -> Result<Stopped, StoreError> {
+    /// Checks the store can be joined: a Redis new enough, holding this relay's key (or
+    /// none yet).
+    async fn check_store(
+        &self,
+        conn: &mut MultiplexedConnection,
+        hub: &Hub,
+    ) -> Result<(), StoreError> {
+        let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < REDIS_MAJOR {
+            return Err(StoreError::Malformed(format!(
+                "Redis {version} is too old: cluster mode needs Redis {REDIS_MAJOR}.0 or later"
+            )));
+        }
+        let ours = hub.server_key().public_key().to_string();
+        let (held,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(KEY_SERVER_KEY)
+            .arg(&ours)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(KEY_SERVER_KEY)
+            .query_async(conn)
+            .await?;
+        if held != ours {
+            return Err(StoreError::Malformed(format!(
+                "the cluster's relays use server key {held}, this one {ours}: every node needs the same key file"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn session(self: Arc<Self>, hub: Arc<Hub>) -> Result<(), StoreError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT));
-        let conn = tokio::time::timeout(
-            COMMAND_TIMEOUT * 2,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| StoreError::Down)??;
-        let pubsub = tokio::time::timeout(COMMAND_TIMEOUT * 2, self.client.get_async_pubsub())
+        let setup = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            self.check_store(&mut conn, &hub).await?;
+            let pubsub = self.client.get_async_pubsub().await?;
+            let (mut sink, stream) = pubsub.split();
+            sink.subscribe(chan_node(&self.node)).await?;
+            Ok::<_, StoreError>((conn, sink, stream))
+        };
+        let (conn, sink, mut stream) = tokio::time::timeout(COMMAND_TIMEOUT * 2, setup)
             .await
             .map_err(|_| StoreError::Down)??;
-        let (mut sink, mut stream) = pubsub.split();
-        sink.subscribe(chan_node(&self.node)).await?;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         *self.sink.lock().await = Some(sink);
-        // A failure before this point left a permit: forget it.
-        let _ = tokio::time::timeout(Duration::ZERO, self.lost.notified()).await;
-        for account in hub.registered_accounts() {
-            self.subscribe(&account).await?;
-        }
+        self.subscribe(&hub.registered_accounts()).await?;
+        // The store may have lost what it held (a restart without persistence, a
+        // failover): this node's live requests and answers are written again.
+        hub.mark_all_unsynced();
         self.sync(&hub).await?;
-        // Announcements missed while away: every registered account's pending requests.
+        // Announcements missed while away: the registered accounts' pending requests, and
+        // the answers for apps whose sockets are here.
         for account in hub.registered_accounts() {
-            for r in self.pending(&account).await? {
+            for r in self.pending(&hub, &account).await? {
                 hub.offer(&r, None);
             }
         }
-        // Anything taken while the scan ran.
-        self.sync(&hub).await?;
+        for uuid in hub.awaiting_answers() {
+            if let Some(text) = self.answer(&uuid).await? {
+                hub.remote_answer(&uuid, &text);
+            }
+        }
         if !self.up.swap(true, Ordering::Relaxed) {
-            tracing::info!(node = %self.node, "cluster store connected");
+            tracing::info!(node = %self.node, url = %self.url, "cluster store connected");
             hub.metrics.count("cluster", "connected");
         }
-        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         let mut conn = conn;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(m) => self.deliver(&hub, m),
-                    None => return Ok(Stopped::Lost),
+                    None => return Ok(()),
                 },
-                _ = self.lost.notified() => return Ok(Stopped::Lost),
-                _ = ping.tick() => {
-                    let pong: Result<String, _> = tokio::time::timeout(
+                _ = heartbeat.tick() => {
+                    let pong: Result<String, StoreError> = tokio::time::timeout(
                         COMMAND_TIMEOUT,
                         redis::cmd("PING").query_async(&mut conn),
                     )
                     .await
                     .map_err(|_| StoreError::Down)
                     .and_then(|r| r.map_err(StoreError::from));
-                    if pong.is_err() {
-                        return Ok(Stopped::Lost);
-                    }
-                    // What a failed write left behind (taken while a command failed, before
-                    // the supervisor noticed).
+                    pong?;
+                    // What a failed write left behind.
                     self.sync(&hub).await?;
                 }
-                _ = stop.recv() => return Ok(Stopped::Stop),
             }
         }
     }
 
-    /// A message on one of this node's channels.
+    /// A message on one of this node's channels (its own announcements are skipped).
     fn deliver(&self, hub: &Hub, msg: redis::Msg) {
         let Ok(payload) = msg.get_payload::<String>() else {
             return;
         };
         match serde_json::from_str::<Note>(&payload) {
-            Ok(Note::Req(r)) => {
+            Ok(Note::Req { from, .. } | Note::Answer { from, .. }) if from == self.node => {}
+            Ok(Note::Req { req, .. }) => {
                 hub.metrics.count("cluster", "request_in");
-                hub.offer(&r, None);
+                hub.offer(&req, None);
             }
-            Ok(Note::Reply { uuid, text }) => {
+            Ok(Note::Answer { uuid, text, .. }) => {
                 hub.metrics.count("cluster", "answer_in");
-                hub.remote_answer(&uuid, text);
+                hub.remote_answer(&uuid, &text);
             }
             Err(e) => {
                 hub.metrics.count("cluster", "malformed_note");
@@ -600,9 +691,4 @@ impl Cluster {
             }
         }
     }
-}
-
-enum Stopped {
-    Stop,
-    Lost,
 }

@@ -9,8 +9,8 @@ use has_crypto::memo::pok;
 use has_protocol::frame::{self, ToRelay};
 use has_protocol::messages::*;
 use has_protocol::{
-    AppToRelay, FrameError, PksaToRelay, ProtocolVersion, RelayToApp, RelayToPksa, Seconds,
-    UnixMillis,
+    AppToRelay, FrameError, PksaToRelay, ProtocolVersion, RelayToApp, RelayToPksa, RequestId,
+    Seconds, UnixMillis,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
@@ -153,25 +153,15 @@ impl Conn {
             Ok(ToRelay::App(AppToRelay::AttachReq(a))) => {
                 let ok = match &self.ctx.cluster {
                     None => self.ctx.hub.attach(self.id, &a.uuid),
-                    Some(cluster) => match cluster.attach(&a.uuid).await {
-                        Ok(store) => self.ctx.hub.attach_from(self.id, &a.uuid, store),
-                        // What this node holds is still served while the store is away.
-                        Err(_) if self.ctx.hub.knows(&a.uuid) => {
-                            self.ctx.hub.attach(self.id, &a.uuid)
-                        }
-                        Err(e) => {
-                            // Not a nack: the request may well be alive elsewhere.
-                            tracing::warn!(error = %e, "attach_req: the cluster store is unreachable");
-                            m.count("attach_req", "store_unavailable");
-                            self.refuse(&format!(
-                                "attach_req for {}: the relay cannot reach its store right now; try again",
-                                a.uuid
-                            ));
-                            return Handled::Other;
-                        }
+                    Some(cluster) => match self.cluster_attach(cluster.clone(), &a.uuid).await {
+                        Some(ok) => ok,
+                        None => return Handled::Other,
                     },
                 };
-                m.count("attach_req", if ok { "ack" } else { "nack" });
+                self.ctx
+                    .hub
+                    .metrics
+                    .count("attach_req", if ok { "ack" } else { "nack" });
             }
             Ok(ToRelay::App(AppToRelay::Unknown)) => m.count("unknown", "ignored"),
             Ok(ToRelay::App(req)) => {
@@ -193,7 +183,10 @@ impl Conn {
                             m.count(cmd, "accepted");
                             // Written before the wait leaves: a node that stops loses nothing
                             // it acknowledged. Unreachable: served here, written on return.
-                            let stored = match cluster.store_request(&admitted.shared, true).await {
+                            let stored = match cluster
+                                .store_request(&admitted.shared, true, false)
+                                .await
+                            {
                                 Ok(()) => true,
                                 Err(e) => {
                                     m.count("cluster", "request_not_stored");
@@ -202,9 +195,6 @@ impl Conn {
                                 }
                             };
                             self.ctx.hub.release(self.id, &admitted, stored);
-                            if stored && let Err(e) = cluster.announce(&admitted.shared).await {
-                                tracing::warn!(error = %e, uuid = %admitted.shared.uuid, "announcing a request failed");
-                            }
                         }
                         Err(e) => {
                             m.count(cmd, "refused");
@@ -258,19 +248,63 @@ impl Conn {
         Handled::Other
     }
 
-    /// A reply in cluster mode: the request may be another node's (read from the store), and
-    /// the store decides which answer wins; the winner goes to the node holding the app.
+    /// `attach_req` in cluster mode: the store says whether the request lives (on any
+    /// node) and moves its answer's route here. None: refused (the store is unreachable and
+    /// this node does not hold the request).
+    async fn cluster_attach(&mut self, cluster: Arc<Cluster>, uuid: &RequestId) -> Option<bool> {
+        let hub = &self.ctx.hub;
+        // This relay's uuids are UUIDs: anything else is unknown without asking the store.
+        if !hub.knows(uuid) && uuid::Uuid::parse_str(uuid.as_str()).is_err() {
+            return Some(hub.attach(self.id, uuid));
+        }
+        match cluster.attach(uuid).await {
+            Ok(store) => {
+                let ok = hub.attach_from(self.id, uuid, store);
+                // An answer announced between the store's read and the local binding went
+                // by unseen: read it once more.
+                if ok
+                    && hub.unanswered(uuid)
+                    && let Ok(Some(text)) = cluster.answer(uuid).await
+                {
+                    hub.remote_answer(uuid, &text);
+                }
+                Some(ok)
+            }
+            // What this node holds is still served while the store is away.
+            Err(_) if hub.knows(uuid) => Some(hub.attach(self.id, uuid)),
+            Err(e) => {
+                // Not a nack: the request may well be alive elsewhere.
+                tracing::warn!(error = %e, "attach_req: the cluster store is unreachable");
+                hub.metrics.count("attach_req", "store_unavailable");
+                self.refuse(&format!(
+                    "attach_req for {uuid}: the relay cannot reach its store right now; try again"
+                ));
+                None
+            }
+        }
+    }
+
+    /// A reply in cluster mode: the request may be another node's (read from the store, for
+    /// a socket registered for its account only), and the store decides which answer wins
+    /// and announces it to the nodes that need it.
     async fn cluster_reply(
         &self,
         cluster: Arc<Cluster>,
         reply: PksaToRelay,
-    ) -> Result<has_protocol::RequestId, (ReplyRejection, Option<has_protocol::RequestId>)> {
+    ) -> Result<RequestId, (ReplyRejection, Option<RequestId>)> {
         let hub = &self.ctx.hub;
         if let Some(uuid) = Hub::reply_uuid(&reply)
             && !hub.knows(&uuid)
         {
+            // A socket registered for nothing cannot answer anything: no store read for it.
+            if !hub.socket_registered(self.id, None) {
+                return Err((ReplyRejection::NotRegistered, Some(uuid)));
+            }
             match cluster.load_request(&uuid).await {
-                Ok(Some(shared)) => hub.remember(&shared),
+                Ok(Some(shared)) if hub.socket_registered(self.id, Some(&shared.account)) => {
+                    hub.remember(&shared)
+                }
+                Ok(Some(_)) => return Err((ReplyRejection::NotRegistered, Some(uuid))),
                 Ok(None) => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
                 Err(_) => return Err((ReplyRejection::StoreUnavailable, Some(uuid))),
             }
@@ -278,13 +312,12 @@ impl Conn {
         let checked = hub.check_reply(self.id, reply)?;
         let uuid = checked.uuid.clone();
         let stored = match cluster.claim(&checked).await {
-            Ok(Claim::Lost) => return Err((ReplyRejection::AlreadyAnswered, Some(uuid))),
-            Ok(Claim::Won(None)) => true,
-            Ok(Claim::Won(Some(node))) => {
-                let routed = cluster.route_answer(&node, &uuid, &checked.text).await;
-                hub.metrics.count("cluster", "answer_out");
-                routed.is_ok()
+            Ok(Claim::Lost(held)) => {
+                // This node's copy learns the answer that won.
+                hub.remote_answer(&uuid, &held);
+                return Err((ReplyRejection::AlreadyAnswered, Some(uuid)));
             }
+            Ok(Claim::Won) => true,
             Err(e) => {
                 hub.metrics.count("cluster", "answer_not_stored");
                 tracing::warn!(error = %e, %uuid, "answer kept on this node until the cluster store is back");
@@ -353,12 +386,13 @@ impl Conn {
                 Ok(()) => {
                     m.count("register_req", "registered");
                     tracing::info!(socket = self.id, account = %acct.name, app = %r.app, "account registered");
-                    self.ctx
+                    let new = self
+                        .ctx
                         .hub
                         .register(self.id, &acct.name, account_keys.clone());
                     if let Some(cluster) = &self.ctx.cluster {
                         cluster
-                            .registered(&self.ctx.hub, self.id, acct.name.as_str())
+                            .registered(&self.ctx.hub, self.id, acct.name.as_str(), new)
                             .await;
                     }
                 }

@@ -84,8 +84,11 @@ pub struct Shared {
     pub cmd: String,
     /// Expiry, Unix milliseconds.
     pub expire: u64,
-    /// The frame PKSAs get.
+    /// The frame PKSAs get (empty once answered).
     pub relayed: String,
+    /// The node that made it (set by the cluster link when it writes the request).
+    #[serde(default)]
+    pub node: String,
 }
 
 impl Shared {
@@ -132,6 +135,8 @@ pub struct Unsynced {
     pub app_here: bool,
     /// An answer taken while the store was unreachable.
     pub answer: Option<String>,
+    /// It has an answer (written or not): it is no longer pending in the store.
+    pub answered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +158,9 @@ struct State {
     pending_by_ip: HashMap<IpAddr, usize>,
     /// account → its requests, oldest first (answered ones are skipped and dropped lazily).
     queue: HashMap<String, VecDeque<RequestId>>,
+    /// Cluster mode: bytes held for copies of other nodes' requests (their frames, then
+    /// their answers), capped at the relay's byte cap.
+    copy_bytes: usize,
 }
 
 /// The request command of a family.
@@ -581,6 +589,7 @@ impl Hub {
             cmd: cmd.to_owned(),
             expire: expire.0,
             relayed: relayed.clone(),
+            node: String::new(),
         };
         let held = relayed.len();
         st.hold(ip, held, 0);
@@ -629,11 +638,52 @@ impl Hub {
         };
         r.held_back = false;
         r.stored = stored;
-        if r.answer.is_some() {
+        if let Some(answer) = r.answer.clone() {
+            // Answered on another node before its wait left: the answer follows the wait.
+            Self::send(&st, from, answer);
             return;
         }
         let account = r.account.clone();
         self.deliver(&mut st, uuid, &account, None);
+    }
+
+    /// Records `text` as the request's answer, unless it has one: `None` then (or when the
+    /// request is unknown). `Some(app)`: the socket to send it to now, if any (none while
+    /// the request is held back: [`Hub::release`] sends it after the wait).
+    fn set_answer(
+        &self,
+        st: &mut State,
+        uuid: &RequestId,
+        text: &str,
+        stored: bool,
+    ) -> Option<Option<SocketId>> {
+        let r = st.requests.get_mut(uuid)?;
+        if r.answer.is_some() {
+            return None;
+        }
+        self.metrics.observe_latency(r.created.elapsed());
+        r.answer = Some(text.to_owned());
+        r.answer_stored = stored;
+        // Answered: what PKSAs were sent is no longer needed; the answer is kept (and
+        // counted) until the request expires.
+        let relayed = std::mem::take(&mut r.relayed).len();
+        r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
+        let (app, origin, counted, local, held_back) =
+            (r.app_socket, r.origin, r.counted, r.local, r.held_back);
+        let account = r.account.clone();
+        if local {
+            st.hold(origin.1, text.len(), relayed);
+        } else {
+            st.copy_bytes = st
+                .copy_bytes
+                .saturating_add(text.len())
+                .saturating_sub(relayed);
+        }
+        st.pending_done(&account, origin, counted, local);
+        self.metrics
+            .queue_depth
+            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
+        Some(if held_back { None } else { app })
     }
 
     /// Gives a pending request to this node's sockets registered for `account` (or to
@@ -689,6 +739,12 @@ impl Hub {
         if shared.expire <= UnixMillis::now().0 {
             return false;
         }
+        let held = shared.relayed.len();
+        if st.copy_bytes.saturating_add(held) > self.limits.total_bytes {
+            self.metrics.count("cluster", "copy_refused_bytes");
+            return false;
+        }
+        st.copy_bytes = st.copy_bytes.saturating_add(held);
         st.requests.insert(
             shared.uuid.clone(),
             Request {
@@ -702,7 +758,7 @@ impl Hub {
                 created: Instant::now(),
                 answer: None,
                 delivered_to: HashSet::new(),
-                held: 0,
+                held,
                 local: false,
                 held_back: false,
                 stored: true,
@@ -727,35 +783,56 @@ impl Hub {
     /// Cluster mode: the answer another node took. It is kept, and sent to the app when its
     /// socket is here and has not had it (an app that attached here may have had it from
     /// the store already).
-    pub fn remote_answer(&self, uuid: &RequestId, text: String) {
+    pub fn remote_answer(&self, uuid: &RequestId, text: &str) {
         let mut st = self.lock();
-        let Some(r) = st.requests.get_mut(uuid) else {
-            return;
-        };
-        if r.answer.is_some() {
-            return;
+        if let Some(Some(app)) = self.set_answer(&mut st, uuid, text, true) {
+            Self::send(&st, app, text.to_owned());
         }
-        self.metrics.observe_latency(r.created.elapsed());
-        r.answer = Some(text.clone());
-        let (app, account, origin, counted, local) = (
-            r.app_socket,
-            r.account.clone(),
-            r.origin,
-            r.counted,
-            r.local,
-        );
-        let relayed = std::mem::take(&mut r.relayed).len();
-        if local {
-            r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
-            st.hold(origin.1, text.len(), relayed);
+    }
+
+    /// Cluster mode: requests whose app's socket is here and that have no answer yet (after
+    /// a store outage, their answers may have been announced while this node was away).
+    pub fn awaiting_answers(&self) -> Vec<RequestId> {
+        let now = UnixMillis::now();
+        self.lock()
+            .requests
+            .iter()
+            .filter(|(_, r)| r.answer.is_none() && r.app_socket.is_some() && r.expire > now)
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// Whether the request is known here and has no answer yet.
+    pub fn unanswered(&self, uuid: &RequestId) -> bool {
+        self.lock()
+            .requests
+            .get(uuid)
+            .is_some_and(|r| r.answer.is_none())
+    }
+
+    /// Cluster mode, after (re)connecting: the store may have lost what it had (a restart
+    /// without persistence, a failover), so every live local request and answer is written
+    /// again (the writes are idempotent).
+    pub fn mark_all_unsynced(&self) {
+        for r in self.lock().requests.values_mut() {
+            if r.local && !r.held_back {
+                r.stored = false;
+                if r.answer.is_some() {
+                    r.answer_stored = false;
+                }
+            }
         }
-        st.pending_done(&account, origin, counted, local);
-        if let Some(app) = app {
-            Self::send(&st, app, text);
-        }
-        self.metrics
-            .queue_depth
-            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether `socket` is registered for `account` (None: for any account).
+    pub fn socket_registered(&self, socket: SocketId, account: Option<&str>) -> bool {
+        self.lock()
+            .sockets
+            .get(&socket)
+            .is_some_and(|s| match account {
+                Some(a) => s.registered.contains_key(a),
+                None => !s.registered.is_empty(),
+            })
     }
 
     /// Cluster mode: what the store must be told after it was unreachable (local requests
@@ -774,6 +851,7 @@ impl Hub {
                     cmd: family_cmd(r.family).to_owned(),
                     expire: r.expire.0,
                     relayed: r.relayed.clone(),
+                    node: String::new(),
                 },
                 request: r.local && !r.stored,
                 app_here: r.app_socket.is_some(),
@@ -782,6 +860,7 @@ impl Hub {
                 } else {
                     r.answer.clone()
                 },
+                answered: r.answer.is_some(),
             })
             .collect()
     }
@@ -824,19 +903,19 @@ impl Hub {
     }
 
     /// Registers `socket` for `account` (its keys already verified) and delivers the
-    /// requests queued for it.
+    /// requests queued for it. True when the socket was not registered for it before.
     pub fn register(
         &self,
         socket: SocketId,
         account: &AccountName,
         keys: std::collections::HashSet<PublicKey>,
-    ) {
+    ) -> bool {
         let now = UnixMillis::now();
         let mut st = self.lock();
         let Some(sock) = st.sockets.get_mut(&socket) else {
-            return;
+            return false;
         };
-        sock.registered.insert(account.to_string(), keys);
+        let new = sock.registered.insert(account.to_string(), keys).is_none();
         st.registrations
             .entry(account.to_string())
             .or_default()
@@ -870,6 +949,7 @@ impl Hub {
             st.registrations.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        new
     }
 
     /// Routes a PKSA reply to its app (first terminal reply wins; `pok` stripped).
@@ -961,36 +1041,19 @@ impl Hub {
     /// it is on this node. `stored`: the cluster store has it (always true alone). The first
     /// answer to get here wins (in cluster mode the store decided already).
     pub fn take_answer(&self, checked: &CheckedReply, stored: bool) -> Result<(), ReplyRejection> {
-        let text = checked.text.clone();
         let mut st = self.lock();
         // Re-checked: another PKSA may have answered (or the socket unregistered) meanwhile;
         // the first terminal reply to get here wins.
-        let Some(r) = st.requests.get_mut(&checked.uuid) else {
-            return Err(ReplyRejection::UnknownRequest);
-        };
-        if r.answer.is_some() {
-            return Err(ReplyRejection::AlreadyAnswered);
+        match self.set_answer(&mut st, &checked.uuid, &checked.text, stored) {
+            None if st.requests.contains_key(&checked.uuid) => Err(ReplyRejection::AlreadyAnswered),
+            None => Err(ReplyRejection::UnknownRequest),
+            Some(app) => {
+                if let Some(app) = app {
+                    Self::send(&st, app, checked.text.clone());
+                }
+                Ok(())
+            }
         }
-        r.answer = Some(text.clone());
-        r.answer_stored = stored;
-        self.metrics.observe_latency(r.created.elapsed());
-        let (app, origin, counted, local) = (r.app_socket, r.origin, r.counted, r.local);
-        let account = r.account.clone();
-        // Answered: what PKSAs were sent is no longer needed; the answer is kept (and
-        // counted) until the request expires.
-        let relayed = std::mem::take(&mut r.relayed).len();
-        if local {
-            r.held = r.held.saturating_sub(relayed).saturating_add(text.len());
-            st.hold(origin.1, text.len(), relayed);
-        }
-        st.pending_done(&account, origin, counted, local);
-        if let Some(app) = app {
-            Self::send(&st, app, text);
-        }
-        self.metrics
-            .queue_depth
-            .store(st.pending_total, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
     }
 
     /// `attach_req`: re-binds the request to `socket`; `attach_ack` then the stored answer, or
@@ -1012,22 +1075,10 @@ impl Hub {
         if let Some((shared, answer)) = store
             && self.insert_copy(&mut st, &shared)
             && let Some(answer) = answer
-            && let Some(r) = st.requests.get_mut(uuid)
-            && r.answer.is_none()
         {
             // Answered on another node: this node's copy (or its own request, whose answer
-            // had not reached it) takes that answer; no socket had it from here.
-            let (account, origin, counted, local) =
-                (r.account.clone(), r.origin, r.counted, r.local);
-            r.answer = Some(answer);
-            let relayed = std::mem::take(&mut r.relayed).len();
-            if local {
-                st.hold(origin.1, 0, relayed);
-                if let Some(r) = st.requests.get_mut(uuid) {
-                    r.held = r.held.saturating_sub(relayed);
-                }
-            }
-            st.pending_done(&account, origin, counted, local);
+            // had not reached it) takes that answer; attach sends it below.
+            self.set_answer(&mut st, uuid, &answer, true);
         }
         let live = st.requests.get(uuid).is_some_and(|r| r.expire > now);
         let attach = Attach { uuid: uuid.clone() };
@@ -1064,6 +1115,8 @@ impl Hub {
             if let Some(r) = st.requests.remove(uuid) {
                 if r.local {
                     st.hold(r.origin.1, 0, r.held);
+                } else {
+                    st.copy_bytes = st.copy_bytes.saturating_sub(r.held);
                 }
                 if r.answer.is_none() {
                     st.pending_done(&r.account, r.origin, r.counted, r.local);

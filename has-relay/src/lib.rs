@@ -95,7 +95,10 @@ pub async fn run(
     };
     has_protocol::validate::init().map_err(anyhow::Error::msg)?;
     let cluster = match &config.redis {
-        Some(url) => Some(Arc::new(cluster::Cluster::new(url)?)),
+        Some(url) => Some(Arc::new(cluster::Cluster::new(
+            url,
+            config.max_pending_per_account,
+        )?)),
         None => None,
     };
     let server_key = load_or_create_server_key(&config.key_file)?;

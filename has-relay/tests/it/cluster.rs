@@ -122,6 +122,11 @@ impl Node {
     }
 
     fn spawn(c: &Cluster, name: &str) -> Node {
+        Node::spawn_with(c, name, &c.redis.url(), &c.key)
+    }
+
+    /// A node reaching Redis at `redis` (a [`Link`], say) with the key file `key`.
+    fn spawn_with(c: &Cluster, name: &str, redis: &str, key: &Path) -> Node {
         let port = free_port();
         let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = c.dir.path().join(format!("{name}.log"));
@@ -129,11 +134,11 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics", &metrics.to_string()])
             .args(["--accounts", &c.accounts.to_string_lossy()])
-            .args(["--key-file", &c.key.to_string_lossy()])
-            .args(["--redis", &c.redis.url()])
+            .args(["--key-file", &key.to_string_lossy()])
+            .args(["--redis", redis])
             .env("RUST_LOG", "has_relay=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         Node {
@@ -196,6 +201,79 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A TCP path from one node to Redis that a test can cut and heal (a partition of that
+/// node alone).
+struct Link {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(target: u16) -> Link {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let (o, cs) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                cs.lock().unwrap().push(task);
+            }
+        });
+        Link {
+            port,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Drops every connection through the link and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The value of a metric sample line starting with `prefix` (0 when absent).
+fn sample(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0)
 }
 
 struct Cluster {
@@ -518,4 +596,163 @@ async fn cluster_redis_down_and_back() {
     assert_eq!(p.recv_cmd("sign_req").await["uuid"], uuid);
     p.send(sign_ack(&alice, &c.server, &uuid, "33")).await;
     assert_eq!(app.recv_cmd("sign_ack").await["data"], "33");
+}
+
+/// A node that lost the race for an answer, and the node that made the request, both learn
+/// the answer: a PKSA registering there later is not asked again, and the request stops
+/// counting in the making node's pending requests.
+#[tokio::test]
+async fn cluster_every_node_learns_the_answer() {
+    let alice = TestAccount::new("alice");
+    let c = Cluster::new(&[&alice]).await;
+    let a = Node::start(&c, "a").await;
+    let b = Node::start(&c, "b").await;
+    let n3 = Node::start(&c, "c").await;
+    let mut pa = pksa(&a.url, &c.server, &alice).await;
+    let mut pb = pksa(&b.url, &c.server, &alice).await;
+
+    // Made on a, the app moves to c, b's PKSA answers.
+    let mut app = Peer::connect(&a.url).await;
+    let uuid = sign_req(&mut app).await;
+    assert_eq!(pa.recv_cmd("sign_req").await["uuid"], uuid);
+    assert_eq!(pb.recv_cmd("sign_req").await["uuid"], uuid);
+    drop(app);
+    let mut app = Peer::connect(&n3.url).await;
+    app.send(json!({"cmd": "attach_req", "uuid": uuid})).await;
+    assert_eq!(app.recv().await["cmd"], "attach_ack");
+    pb.send(sign_ack(&alice, &c.server, &uuid, "77")).await;
+    assert_eq!(app.recv_cmd("sign_ack").await["data"], "77");
+    // Node a hears of it (announced to the account's nodes and to the request's node).
+    wait_for("node a to learn the answer", 10, async || {
+        sample(&a.metrics().await, "has_relay_queue_depth ") == 0
+    })
+    .await;
+    // a's own PKSA answering late is told nothing (its node kept the answer that won).
+    pa.send(sign_ack(&alice, &c.server, &uuid, "88")).await;
+
+    // Made on c with its app there: a holds a copy only for its PKSA, and hears of b's
+    // answer on the account's channel.
+    let mut app3 = Peer::connect(&n3.url).await;
+    let other = sign_req(&mut app3).await;
+    assert_eq!(pa.recv_cmd("sign_req").await["uuid"], other);
+    assert_eq!(pb.recv_cmd("sign_req").await["uuid"], other);
+    let heard = sample(
+        &a.metrics().await,
+        r#"has_relay_frames_total{cmd="cluster",outcome="answer_in"}"#,
+    );
+    pb.send(sign_ack(&alice, &c.server, &other, "99")).await;
+    assert_eq!(app3.recv_cmd("sign_ack").await["data"], "99");
+    wait_for("node a to hear the answer", 10, async || {
+        sample(
+            &a.metrics().await,
+            r#"has_relay_frames_total{cmd="cluster",outcome="answer_in"}"#,
+        ) > heard
+    })
+    .await;
+    // A new PKSA socket on a is not asked for either answered request: the next thing it
+    // sees is the next request.
+    let mut late = pksa(&a.url, &c.server, &alice).await;
+    let next = sign_req(&mut app3).await;
+    assert_eq!(late.recv_cmd("sign_req").await["uuid"], next);
+    let ma = a.metrics().await;
+    assert_eq!(
+        sample(
+            &ma,
+            r#"has_relay_frames_total{cmd="sign_ack",outcome="already_answered"}"#
+        ),
+        1,
+        "{ma}"
+    );
+    // The answer the store kept is the one every node gives an app that attaches.
+    let mut again = Peer::connect(&a.url).await;
+    again.send(json!({"cmd": "attach_req", "uuid": uuid})).await;
+    assert_eq!(again.recv().await["cmd"], "attach_ack");
+    assert_eq!(again.recv_cmd("sign_ack").await["data"], "77");
+}
+
+/// One node cut off from Redis (the others keep it): what it acknowledged meanwhile reaches
+/// the PKSAs on the other nodes when its link heals, and an answer announced to it while it
+/// was away reaches its app.
+#[tokio::test]
+async fn cluster_one_node_partitioned_and_healed() {
+    let alice = TestAccount::new("alice");
+    let c = Cluster::new(&[&alice]).await;
+    let link = Link::to(c.redis.port).await;
+    let a = Node::spawn_with(&c, "a", &link.url(), &c.key);
+    a.wait_ready(true).await;
+    let b = Node::start(&c, "b").await;
+    let mut pb = pksa(&b.url, &c.server, &alice).await;
+    let mut app = Peer::connect(&a.url).await;
+
+    // Made before the cut: its answer is announced to a while a is away.
+    let before = sign_req(&mut app).await;
+    assert_eq!(pb.recv_cmd("sign_req").await["uuid"], before);
+    link.cut();
+    a.wait_ready(false).await;
+    pb.send(sign_ack(&alice, &c.server, &before, "44")).await;
+    // Made during the cut: a acknowledges it and keeps it.
+    let during = sign_req(&mut app).await;
+    let ma = a.metrics().await;
+    assert_eq!(
+        sample(
+            &ma,
+            r#"has_relay_frames_total{cmd="cluster",outcome="request_not_stored"}"#
+        ),
+        1,
+        "{ma}"
+    );
+
+    link.heal();
+    a.wait_ready(true).await;
+    // The answer a missed, read back from the store for its app.
+    let got = app.recv_cmd("sign_ack").await;
+    assert_eq!(
+        (got["uuid"].as_str(), got["data"].as_str()),
+        (Some(before.as_str()), Some("44"))
+    );
+    // The request b's PKSA never heard of, written and announced by a.
+    assert_eq!(pb.recv_cmd("sign_req").await["uuid"], during);
+    pb.send(sign_ack(&alice, &c.server, &during, "55")).await;
+    let got = app.recv_cmd("sign_ack").await;
+    assert_eq!(
+        (got["uuid"].as_str(), got["data"].as_str()),
+        (Some(during.as_str()), Some("55"))
+    );
+}
+
+/// A socket that registered for nothing cannot make a node read (and keep) other nodes'
+/// requests by answering them; a node with another key file does not join.
+#[tokio::test]
+async fn cluster_strangers_and_misconfigured_nodes() {
+    let alice = TestAccount::new("alice");
+    let c = Cluster::new(&[&alice]).await;
+    let a = Node::start(&c, "a").await;
+    let b = Node::start(&c, "b").await;
+    let mut app = Peer::connect(&a.url).await;
+    let uuid = sign_req(&mut app).await;
+    let mut stranger = Peer::connect(&b.url).await;
+    stranger
+        .send(json!({"cmd": "sign_ack", "uuid": uuid, "data": "00", "broadcast": false}))
+        .await;
+    let e = stranger.recv().await;
+    assert!(
+        e["error"].as_str().unwrap().contains("not_registered"),
+        "{e}"
+    );
+    // Not a UUID: unknown without asking the store.
+    stranger
+        .send(json!({"cmd": "attach_req", "uuid": "has:req:x"}))
+        .await;
+    assert_eq!(stranger.recv().await["cmd"], "attach_nack");
+    app.expect_silence(Duration::from_millis(200)).await;
+
+    let other_key = c.dir.path().join("other.key");
+    let odd = Node::spawn_with(&c, "odd", &c.redis.url(), &other_key);
+    wait_for("the odd node to refuse to join", 20, async || {
+        std::fs::read_to_string(&odd.log)
+            .unwrap_or_default()
+            .contains("every node needs the same key file")
+    })
+    .await;
+    odd.wait_ready(false).await;
 }
