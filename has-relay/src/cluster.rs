@@ -675,6 +675,14 @@ impl Cluster {
         let Ok(payload) = msg.get_payload::<String>() else {
             return;
         };
+        // This node's own announcements (`{"t":…,"from":"<node>",…}`) come back on the
+        // channels it subscribes to: skipped without parsing.
+        if payload
+            .get(..payload.len().min(64))
+            .is_some_and(|head| head.contains(self.node.as_str()))
+        {
+            return;
+        }
         match serde_json::from_str::<Note>(&payload) {
             Ok(Note::Req { from, .. } | Note::Answer { from, .. }) if from == self.node => {}
             Ok(Note::Req { req, .. }) => {
@@ -690,5 +698,50 @@ impl Cluster {
                 tracing::warn!(error = %e, channel = msg.get_channel_name(), "malformed cluster message");
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A node recognises its own announcements from their first 64 bytes.
+    #[test]
+    fn a_note_names_its_node_within_64_bytes() {
+        let node = uuid::Uuid::new_v4().to_string();
+        let uuid = RequestId::generate();
+        let notes = [
+            Note::Req {
+                from: node.clone(),
+                req: Shared {
+                    uuid: uuid.clone(),
+                    account: "alice".into(),
+                    cmd: "sign_req".into(),
+                    expire: 1,
+                    relayed: "x".repeat(1000),
+                    node: node.clone(),
+                },
+            },
+            Note::Answer {
+                from: node.clone(),
+                uuid,
+                text: "y".repeat(1000),
+            },
+        ];
+        for n in notes {
+            let text = serde_json::to_string(&n).unwrap();
+            assert!(text[..64].contains(&node), "{text}");
+        }
+    }
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:s3cret@10.0.0.5:6379/0"),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert_eq!(redact("rediss://user:p@ss@host/"), "rediss://***@host/");
+        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
     }
 }

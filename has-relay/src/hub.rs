@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 
+/// Queued requests a socket gets when it registers for an account, at most (the newest; a
+/// socket's outbound queue holds 1,024 frames).
+pub const REGISTER_BACKLOG: usize = 512;
+
 /// Id of a socket inside this relay.
 pub type SocketId = u64;
 
@@ -926,7 +930,7 @@ impl Hub {
         if let Ok(ack) = ack {
             Self::send(&st, socket, ack);
         }
-        let queued: Vec<(RequestId, String)> = st
+        let mut queued: Vec<(UnixMillis, RequestId, String)> = st
             .requests
             .iter()
             .filter(|(_, r)| {
@@ -936,9 +940,14 @@ impl Hub {
                     && r.expire > now
                     && !r.delivered_to.contains(&socket)
             })
-            .map(|(u, r)| (u.clone(), r.relayed.clone()))
+            .map(|(u, r)| (r.expire, u.clone(), r.relayed.clone()))
             .collect();
-        for (uuid, text) in queued {
+        // At most the newest REGISTER_BACKLOG, oldest first: more would overflow the socket's
+        // outbound queue, which closes it (a flood must not keep a PKSA from registering).
+        queued.sort_by(|a, b| b.0.cmp(&a.0));
+        queued.truncate(REGISTER_BACKLOG);
+        queued.reverse();
+        for (_, uuid, text) in queued {
             if Self::send(&st, socket, text)
                 && let Some(r) = st.requests.get_mut(&uuid)
             {

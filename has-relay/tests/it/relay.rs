@@ -804,3 +804,50 @@ async fn pending_bytes_are_capped_per_address_and_in_total() {
     );
     assert_eq!(waits + per_address + total, 100);
 }
+
+/// A PKSA registering for an account with more queued requests than its socket's outbound
+/// queue holds gets the newest `REGISTER_BACKLOG` and stays connected (a flood of requests for
+/// an account must not keep its PKSA from registering).
+#[tokio::test]
+async fn registration_backlog_is_bounded() {
+    let alice = TestAccount::new("alice");
+    let f = relay_with(&[&alice], |c| {
+        c.max_pending_per_account = 5_000;
+        c.max_pending_per_socket = 5_000;
+        c.max_pending_per_ip = 5_000;
+        c.frames_per_second = 1_000;
+    })
+    .await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    let n = 1_200;
+    for _ in 0..n {
+        app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+            .await;
+    }
+    let mut uuids = vec![];
+    for _ in 0..n {
+        let w = app.recv_cmd("sign_wait").await;
+        uuids.push(w["uuid"].as_str().unwrap().to_owned());
+    }
+    let mut p = pksa(&f.relay.url, &f.relay.server_key, &alice).await;
+    let mut got = vec![];
+    for _ in 0..has_relay::hub::REGISTER_BACKLOG {
+        got.push(
+            p.recv_cmd("sign_req").await["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Still open, and the next request reaches it.
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    let next = app.recv_cmd("sign_wait").await["uuid"].clone();
+    assert_eq!(p.recv_cmd("sign_req").await["uuid"], next);
+    // The newest ones (expiry has millisecond resolution: compare as sets of the tail).
+    let newest: std::collections::HashSet<&String> = uuids
+        [n - has_relay::hub::REGISTER_BACKLOG - 8..]
+        .iter()
+        .collect();
+    assert!(got.iter().all(|u| newest.contains(u)));
+}
