@@ -944,7 +944,7 @@ impl Hub {
             .collect();
         // At most the newest REGISTER_BACKLOG, oldest first: more would overflow the socket's
         // outbound queue, which closes it (a flood must not keep a PKSA from registering).
-        queued.sort_by(|a, b| b.0.cmp(&a.0));
+        queued.sort_by_key(|q| std::cmp::Reverse(q.0));
         queued.truncate(REGISTER_BACKLOG);
         queued.reverse();
         for (_, uuid, text) in queued {
