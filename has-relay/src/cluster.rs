@@ -64,12 +64,8 @@ if app and app ~= '-' and not told[app] then
   told[app] = true
   redis.call('PUBLISH', ARGV[7] .. app, ARGV[4])
 end
-local req = redis.call('GET', KEYS[4])
-if req then
-  local ok, r = pcall(cjson.decode, req)
-  if ok and type(r) == 'table' and type(r.node) == 'string' and r.node ~= '' and not told[r.node] then
-    redis.call('PUBLISH', ARGV[7] .. r.node, ARGV[4])
-  end
+if ARGV[8] ~= '' and not told[ARGV[8]] then
+  redis.call('PUBLISH', ARGV[7] .. ARGV[8], ARGV[4])
 end
 return {1, ''}
 "#;
@@ -324,7 +320,6 @@ impl Cluster {
                 .key(key_reply(&checked.uuid))
                 .key(key_app(&checked.uuid))
                 .key(key_pending(&checked.account))
-                .key(key_req(&checked.uuid))
                 .arg(&checked.text)
                 .arg(expire)
                 .arg(checked.uuid.as_str())
@@ -332,6 +327,7 @@ impl Cluster {
                 .arg(chan_acct(&checked.account))
                 .arg(&self.node)
                 .arg(NODE_PREFIX)
+                .arg(&checked.node)
                 .invoke_async(&mut c)
                 .await?;
             Ok(if won == 1 {
@@ -510,6 +506,7 @@ impl Cluster {
                     account: shared.account.clone(),
                     text,
                     expire: UnixMillis(shared.expire),
+                    node: String::new(),
                 };
                 if let Claim::Lost(_) = self.claim(&checked).await? {
                     hub.metrics.count("cluster", "answer_conflict");

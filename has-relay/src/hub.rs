@@ -75,6 +75,8 @@ struct Request {
     /// Cluster mode: the answer was claimed in the store. An answer taken while the store was
     /// unreachable is claimed (and routed to its app's node) when it comes back.
     answer_stored: bool,
+    /// Cluster mode: the node that made it (empty: this one).
+    node: String,
 }
 
 /// A request as the cluster store and other nodes see it.
@@ -126,6 +128,8 @@ pub struct CheckedReply {
     pub text: String,
     /// The request's expiry.
     pub expire: UnixMillis,
+    /// Cluster mode: the node that made the request (empty: this one).
+    pub node: String,
 }
 
 /// A local request the cluster store has not seen yet (or whose answer it has not).
@@ -615,6 +619,7 @@ impl Hub {
                 held_back: hold_back,
                 stored: false,
                 answer_stored: true,
+                node: String::new(),
             },
         );
         st.queue
@@ -767,6 +772,7 @@ impl Hub {
                 held_back: false,
                 stored: true,
                 answer_stored: true,
+                node: shared.node.clone(),
             },
         );
         true
@@ -994,18 +1000,20 @@ impl Hub {
         let now = UnixMillis::now();
         // Checks under the lock; the POK (base58, ECDH from the cache, AES) and the encoding
         // outside it, so one socket's proof does not stall every other socket's routing.
-        let (keys, expire, account) = {
+        let (keys, expire, account, node) = {
             let st = self.lock();
-            let (account, expired, answered, req_family, expire) = match st.requests.get(&uuid) {
-                None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
-                Some(r) => (
-                    r.account.clone(),
-                    r.expire <= now,
-                    r.answer.is_some(),
-                    r.family,
-                    r.expire,
-                ),
-            };
+            let (account, expired, answered, req_family, expire, node) =
+                match st.requests.get(&uuid) {
+                    None => return Err((ReplyRejection::UnknownRequest, Some(uuid))),
+                    Some(r) => (
+                        r.account.clone(),
+                        r.expire <= now,
+                        r.answer.is_some(),
+                        r.family,
+                        r.expire,
+                        r.node.clone(),
+                    ),
+                };
             if expired {
                 return Err((ReplyRejection::Expired, Some(uuid)));
             }
@@ -1023,7 +1031,7 @@ impl Hub {
             else {
                 return Err((ReplyRejection::NotRegistered, Some(uuid)));
             };
-            (keys, expire, account)
+            (keys, expire, account, node)
         };
         match pok_text {
             Some(p) => match pok::decode(&self.server_key, &self.pok_cache, &p) {
@@ -1043,6 +1051,7 @@ impl Hub {
             account,
             text,
             expire,
+            node,
         })
     }
 
