@@ -35,7 +35,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::hub::{CheckedReply, Hub, Shared, SocketId, Unsynced};
+use crate::hub::{Backlog, CheckedReply, Hub, Shared, SocketId, Unsynced};
 
 /// How long one Redis command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,12 +44,31 @@ const SUBSCRIBE_BATCH: usize = 512;
 /// The oldest Redis with every command used (`SET … PXAT`, `PEXPIREAT … NX|GT`).
 const REDIS_MAJOR: u32 = 7;
 
+/// Writes a request (the record and the app's route only if missing: a rewrite after a
+/// reconnect never replaces what is there) and, unless it is answered (here or in the store),
+/// adds it to the account's pending set and announces it, in one atomic step. Expiry is
+/// relative (`PX`): node and Redis clocks need not agree.
+/// KEYS: req, app, pending, reply. ARGV: record, ttl ms, app node or `-`, answered (0/1),
+/// uuid, expire (score), now, account channel, note.
+const STORE: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[2])
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[7])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2], 'NX')
+  redis.call('PEXPIRE', KEYS[3], ARGV[2], 'GT')
+  redis.call('PUBLISH', ARGV[8], ARGV[9])
+end
+return 1
+"#;
+
 /// Claims an answer: the first `SET NX` wins; the winner removes the uuid from the account's
 /// pending set and announces the answer to the account's channel, the app's node and the
 /// request's node, in the same atomic step. Offering the same answer again (a retry) wins
 /// again without announcing twice. Returns `{1, ''}` (won) or `{0, <the answer held>}`.
 const CLAIM: &str = r#"
-local set = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2])
+local set = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 if not set then
   local held = redis.call('GET', KEYS[1])
   if held == ARGV[1] then return {1, ''} end
@@ -105,6 +124,11 @@ fn chan_node(node: &str) -> String {
     format!("{NODE_PREFIX}{node}")
 }
 
+/// Milliseconds from now to `expire` (at least 1).
+fn ttl_ms(expire: u64) -> u64 {
+    expire.saturating_sub(UnixMillis::now().0).max(1)
+}
+
 /// A Redis URL with its password (if any) replaced, for logs and errors.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -154,6 +178,10 @@ pub struct Cluster {
     /// Pending requests read from the store for one new registration at most (newest first).
     scan_limit: usize,
     claim: redis::Script,
+    store: redis::Script,
+    /// A subscription failed while the link stayed up: the heartbeat subscribes every
+    /// registered account again.
+    resubscribe: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -182,6 +210,8 @@ impl Cluster {
             up: AtomicBool::new(false),
             scan_limit: scan_limit.max(1),
             claim: redis::Script::new(CLAIM),
+            store: redis::Script::new(STORE),
+            resubscribe: AtomicBool::new(false),
         })
     }
 
@@ -222,58 +252,34 @@ impl Cluster {
         answered: bool,
     ) -> Result<(), StoreError> {
         let mut r = r.clone();
-        r.node = self.node.clone();
+        if r.node.is_empty() {
+            r.node = self.node.clone();
+        }
         let json = serde_json::to_string(&r).map_err(malformed)?;
-        let pending = key_pending(&r.account);
-        let now = UnixMillis::now().0;
         let note = serde_json::to_string(&Note::Req {
             from: self.node.clone(),
             req: r.clone(),
         })
         .map_err(malformed)?;
+        let now = UnixMillis::now().0;
+        let ttl = ttl_ms(r.expire);
         self.run(|mut c| async move {
-            let mut p = redis::pipe();
-            p.atomic()
-                .cmd("SET")
-                .arg(key_req(&r.uuid))
+            self.store
+                .key(key_req(&r.uuid))
+                .key(key_app(&r.uuid))
+                .key(key_pending(&r.account))
+                .key(key_reply(&r.uuid))
                 .arg(json)
-                .arg("PXAT")
-                .arg(r.expire)
-                .ignore()
-                .cmd("SET")
-                .arg(key_app(&r.uuid))
+                .arg(ttl)
                 .arg(if app_here { self.node.as_str() } else { "-" })
-                .arg("NX")
-                .arg("PXAT")
+                .arg(if answered { "1" } else { "0" })
+                .arg(r.uuid.as_str())
                 .arg(r.expire)
-                .ignore();
-            if !answered {
-                p.cmd("ZREMRANGEBYSCORE")
-                    .arg(&pending)
-                    .arg("-inf")
-                    .arg(now)
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(&pending)
-                    .arg(r.expire)
-                    .arg(r.uuid.as_str())
-                    .ignore()
-                    .cmd("PEXPIREAT")
-                    .arg(&pending)
-                    .arg(r.expire)
-                    .arg("NX")
-                    .ignore()
-                    .cmd("PEXPIREAT")
-                    .arg(&pending)
-                    .arg(r.expire)
-                    .arg("GT")
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(chan_acct(&r.account))
-                    .arg(note)
-                    .ignore();
-            }
-            p.query_async::<()>(&mut c).await?;
+                .arg(now)
+                .arg(chan_acct(&r.account))
+                .arg(note)
+                .invoke_async::<i64>(&mut c)
+                .await?;
             Ok(())
         })
         .await
@@ -305,9 +311,9 @@ impl Cluster {
     }
 
     /// Offers an answer: the first of the whole cluster wins, and is announced to the nodes
-    /// that need it (see [`CLAIM`]).
+    /// that need it (one Lua script: `SET NX`, then the announcements).
     pub async fn claim(&self, checked: &CheckedReply) -> Result<Claim, StoreError> {
-        let expire = checked.expire.0.max(UnixMillis::now().0.saturating_add(1));
+        let ttl = ttl_ms(checked.expire.0);
         let note = serde_json::to_string(&Note::Answer {
             from: self.node.clone(),
             uuid: checked.uuid.clone(),
@@ -321,7 +327,7 @@ impl Cluster {
                 .key(key_app(&checked.uuid))
                 .key(key_pending(&checked.account))
                 .arg(&checked.text)
-                .arg(expire)
+                .arg(ttl)
                 .arg(checked.uuid.as_str())
                 .arg(note)
                 .arg(chan_acct(&checked.account))
@@ -330,11 +336,11 @@ impl Cluster {
                 .arg(&checked.node)
                 .invoke_async(&mut c)
                 .await?;
-            Ok(if won == 1 {
-                Claim::Won
-            } else {
-                Claim::Lost(held)
-            })
+            match (won, held.is_empty()) {
+                (1, _) => Ok(Claim::Won),
+                (_, false) => Ok(Claim::Lost(held)),
+                _ => Err(malformed("the claim script found neither answer")),
+            }
         })
         .await
     }
@@ -371,12 +377,24 @@ impl Cluster {
         Ok(Some((shared, answer)))
     }
 
-    /// The account's unanswered, unexpired requests in the store that this node does not
-    /// hold (newest first, at most the scan limit).
-    pub async fn pending(&self, hub: &Hub, account: &str) -> Result<Vec<Shared>, StoreError> {
+    /// Reads the store's pending requests for an account (newest first, at most the scan
+    /// limit and `budget`) and gives them to `only` (or every socket registered for the
+    /// account): answers found meanwhile are applied to what this node holds (so a copy that
+    /// missed its answer is not given out), frames this node lacks are read. Returns how
+    /// many deliveries were made.
+    pub async fn scan(
+        &self,
+        hub: &Hub,
+        account: &str,
+        only: Option<SocketId>,
+        budget: usize,
+    ) -> Result<usize, StoreError> {
         let now = UnixMillis::now().0;
         let key = key_pending(account);
-        let last = isize::try_from(self.scan_limit).unwrap_or(isize::MAX) - 1;
+        let last = isize::try_from(self.scan_limit.min(budget)).unwrap_or(isize::MAX) - 1;
+        if last < 0 {
+            return Ok(0);
+        }
         let uuids: Vec<String> = self
             .run(|mut c| async move {
                 let (uuids,): (Vec<String>,) = redis::pipe()
@@ -394,41 +412,63 @@ impl Cluster {
                 Ok(uuids)
             })
             .await?;
-        // What this node holds it gave its sockets already.
-        let ids: Vec<RequestId> = uuids
+        let ids: Vec<(RequestId, bool)> = uuids
             .into_iter()
+            .rev()
             .filter_map(|u| RequestId::try_from(u).ok())
-            .filter(|u| !hub.knows(u))
+            .map(|u| {
+                let need = hub.needs_frame(&u);
+                (u, need)
+            })
             .collect();
         if ids.is_empty() {
-            return Ok(vec![]);
+            return Ok(0);
         }
-        let records: Vec<(Option<String>, bool)> = self
+        // Per uuid: its answer, and its record when this node lacks the frame.
+        let records: Vec<(RequestId, Option<String>, Option<String>)> = self
             .run(|mut c| async move {
                 let mut p = redis::pipe();
-                for u in &ids {
-                    p.cmd("GET").arg(key_req(u)).cmd("EXISTS").arg(key_reply(u));
+                for (u, need) in &ids {
+                    p.cmd("GET").arg(key_reply(u));
+                    if *need {
+                        p.cmd("GET").arg(key_req(u));
+                    }
                 }
                 let v: Vec<redis::Value> = p.query_async(&mut c).await?;
+                let mut v = v.into_iter();
                 let mut out = vec![];
-                for pair in v.chunks(2) {
-                    let [req, answered] = pair else { continue };
-                    let req: Option<String> =
-                        redis::from_redis_value_ref(req).map_err(malformed)?;
-                    let answered: bool =
-                        redis::from_redis_value_ref(answered).map_err(malformed)?;
-                    out.push((req, answered));
+                for (u, need) in ids {
+                    let answer: Option<String> =
+                        redis::from_redis_value(v.next().unwrap_or(redis::Value::Nil))
+                            .map_err(malformed)?;
+                    let req: Option<String> = if need {
+                        redis::from_redis_value(v.next().unwrap_or(redis::Value::Nil))
+                            .map_err(malformed)?
+                    } else {
+                        None
+                    };
+                    out.push((u, answer, req));
                 }
                 Ok(out)
             })
             .await?;
-        Ok(records
-            .into_iter()
-            .filter(|(_, answered)| !answered)
-            .filter_map(|(r, _)| r)
-            .filter_map(|r| serde_json::from_str::<Shared>(&r).ok())
-            .filter(|r| r.expire > now && !r.relayed.is_empty())
-            .collect())
+        let mut delivered = 0;
+        for (uuid, answer, req) in records {
+            if let Some(text) = answer {
+                hub.remote_answer(&uuid, &text);
+                continue;
+            }
+            let n = match req.and_then(|r| serde_json::from_str::<Shared>(&r).ok()) {
+                Some(shared) if shared.expire > now => hub.offer(&shared, only),
+                Some(_) => 0,
+                None => match only {
+                    Some(socket) => hub.deliver_to(&uuid, socket),
+                    None => 0,
+                },
+            };
+            delivered += n;
+        }
+        Ok(delivered)
     }
 
     /// Subscribes to accounts' channels (sockets of this node registered for them).
@@ -462,26 +502,35 @@ impl Cluster {
     }
 
     /// A socket of this node registered for an account (`new`: it was not before): this
-    /// node subscribes to the account's announcements first, then gives the socket what the
-    /// store holds pending for the account that this node does not hold (what it holds,
-    /// [`Hub::register`] gave already). A registration repeated on the same socket costs
-    /// the store nothing.
-    pub async fn registered(&self, hub: &Hub, socket: SocketId, account: &str, new: bool) {
+    /// node subscribes to the account's announcements first, then gives the socket the
+    /// account's pending requests from the store (at most `budget`; each at most once per
+    /// socket). Store unreachable: what this node holds instead. Returns how many it gave.
+    pub async fn registered(
+        &self,
+        hub: &Hub,
+        socket: SocketId,
+        account: &str,
+        new: bool,
+        budget: usize,
+    ) -> usize {
+        // This node's requests the store lacks come from memory in any case.
+        let mut given = hub.deliver_backlog(socket, account, Backlog::Unstored, budget);
+        let budget = budget.saturating_sub(given);
         if !new {
-            return;
+            return given;
         }
-        if self.subscribe(&[account.to_owned()]).await.is_err() {
-            // Resubscribed and rescanned for every registered account when the store is back.
-            return;
+        if let Err(e) = self.subscribe(&[account.to_owned()]).await {
+            tracing::warn!(error = %e, account, "subscribing failed; retried by the heartbeat");
+            self.resubscribe.store(true, Ordering::Relaxed);
         }
-        match self.pending(hub, account).await {
-            Ok(list) => {
-                for r in &list {
-                    hub.offer(r, Some(socket));
-                }
+        match self.scan(hub, account, Some(socket), budget).await {
+            Ok(n) => given += n,
+            Err(e) => {
+                tracing::warn!(error = %e, account, "reading pending requests failed; giving what this node holds");
+                given += hub.deliver_backlog(socket, account, Backlog::All, budget);
             }
-            Err(e) => tracing::warn!(error = %e, account, "reading pending requests failed"),
         }
+        given
     }
 
     /// Writes what the store lacks of this node: its requests (announced to the other nodes
@@ -506,7 +555,7 @@ impl Cluster {
                     account: shared.account.clone(),
                     text,
                     expire: UnixMillis(shared.expire),
-                    node: String::new(),
+                    node: shared.node.clone(),
                 };
                 if let Claim::Lost(_) = self.claim(&checked).await? {
                     hub.metrics.count("cluster", "answer_conflict");
@@ -540,6 +589,10 @@ impl Cluster {
             };
             match outcome {
                 Ok(()) => backoff = Duration::from_millis(100),
+                Err(StoreError::Malformed(why)) => {
+                    hub.metrics.count("cluster", "join_refused");
+                    tracing::error!(error = %why, url = %self.url, "cannot join the cluster store; serving local sockets only");
+                }
                 Err(e) => {
                     hub.metrics.count("cluster", "connect_failed");
                     tracing::warn!(error = %e, url = %self.url, "cluster store unreachable; serving local sockets only");
@@ -627,17 +680,26 @@ impl Cluster {
         // failover): this node's live requests and answers are written again.
         hub.mark_all_unsynced();
         self.sync(&hub).await?;
-        // Announcements missed while away: the registered accounts' pending requests, and
-        // the answers for apps whose sockets are here.
-        for account in hub.registered_accounts() {
-            for r in self.pending(&hub, &account).await? {
-                hub.offer(&r, None);
+        // Announcements missed while away: the answers for every unanswered request held
+        // here, and the registered accounts' pending requests.
+        for chunk in hub.unanswered_ids().chunks(512) {
+            let answers: Vec<Option<String>> = self
+                .run(|mut c| async move {
+                    let mut p = redis::pipe();
+                    for u in chunk {
+                        p.cmd("GET").arg(key_reply(u));
+                    }
+                    Ok(p.query_async(&mut c).await?)
+                })
+                .await?;
+            for (uuid, answer) in chunk.iter().zip(answers) {
+                if let Some(text) = answer {
+                    hub.remote_answer(uuid, &text);
+                }
             }
         }
-        for uuid in hub.awaiting_answers() {
-            if let Some(text) = self.answer(&uuid).await? {
-                hub.remote_answer(&uuid, &text);
-            }
+        for account in hub.registered_accounts() {
+            self.scan(&hub, &account, None, usize::MAX).await?;
         }
         if !self.up.swap(true, Ordering::Relaxed) {
             tracing::info!(node = %self.node, url = %self.url, "cluster store connected");
@@ -660,8 +722,23 @@ impl Cluster {
                     .map_err(|_| StoreError::Down)
                     .and_then(|r| r.map_err(StoreError::from));
                     pong?;
-                    // What a failed write left behind.
-                    self.sync(&hub).await?;
+                    if self.resubscribe.swap(false, Ordering::Relaxed)
+                        && let Err(e) = self.subscribe(&hub.registered_accounts()).await
+                    {
+                        self.resubscribe.store(true, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "resubscribing failed");
+                    }
+                    // What a failed write left behind. A refusal by Redis (out of memory,
+                    // say) is retried at the next beat; a broken link ends the session.
+                    match self.sync(&hub).await {
+                        Ok(()) => {}
+                        Err(StoreError::Redis(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
+                            hub.metrics.count("cluster", "store_refused");
+                            tracing::warn!(error = %e, "the cluster store refused a write; retrying");
+                        }
+                        Err(StoreError::Malformed(e)) => tracing::warn!(error = %e, "writing to the cluster store"),
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

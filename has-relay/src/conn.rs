@@ -21,7 +21,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::Ctx;
 use crate::cluster::{Claim, Cluster};
-use crate::hub::{Hub, Outbound, ReplyRejection, SocketId};
+use crate::hub::{Backlog, Hub, Outbound, REGISTER_BACKLOG, ReplyRejection, SocketId};
+
+/// Cluster mode: `attach_req` for requests held elsewhere, per connection and second
+/// (burst 4×).
+const STORE_READS_PER_SECOND: u32 = 16;
 
 /// How long one frame may take to leave before the socket is given up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,6 +93,9 @@ struct Conn {
     ctx: Arc<Ctx>,
     tx: mpsc::Sender<Outbound>,
     last_error: Option<Instant>,
+    /// Cluster mode: store reads this connection may cause (attach_req for requests this
+    /// node does not hold).
+    store_reads: Bucket,
 }
 
 impl Conn {
@@ -253,9 +260,19 @@ impl Conn {
     /// this node does not hold the request).
     async fn cluster_attach(&mut self, cluster: Arc<Cluster>, uuid: &RequestId) -> Option<bool> {
         let hub = &self.ctx.hub;
-        // This relay's uuids are UUIDs: anything else is unknown without asking the store.
-        if !hub.knows(uuid) && uuid::Uuid::parse_str(uuid.as_str()).is_err() {
-            return Some(hub.attach(self.id, uuid));
+        if !hub.knows(uuid) {
+            // This relay's uuids are UUIDs: anything else is unknown without asking the store.
+            if uuid::Uuid::parse_str(uuid.as_str()).is_err() {
+                return Some(hub.attach(self.id, uuid));
+            }
+            // A store read costs every node: a connection gets a few per second.
+            if !self.store_reads.take() {
+                hub.metrics.count("attach_req", "refused_store_budget");
+                self.refuse(&format!(
+                    "attach_req for {uuid} refused: too many attach_req for requests made elsewhere; try again in a second"
+                ));
+                return None;
+            }
         }
         match cluster.attach(uuid).await {
             Ok(store) => {
@@ -360,6 +377,8 @@ impl Conn {
             return;
         }
         let window = self.ctx.config.pok_time_window.as_millis() as i128;
+        // Queued requests this registration may hand out, for all its accounts together.
+        let mut backlog = REGISTER_BACKLOG;
         for acct in &r.accounts {
             let Some(account_keys) = keys.get(acct.name.as_str()) else {
                 continue;
@@ -390,11 +409,26 @@ impl Conn {
                         .ctx
                         .hub
                         .register(self.id, &acct.name, account_keys.clone());
-                    if let Some(cluster) = &self.ctx.cluster {
-                        cluster
-                            .registered(&self.ctx.hub, self.id, acct.name.as_str(), new)
-                            .await;
-                    }
+                    let given = match &self.ctx.cluster {
+                        None => self.ctx.hub.deliver_backlog(
+                            self.id,
+                            acct.name.as_str(),
+                            Backlog::All,
+                            backlog,
+                        ),
+                        Some(cluster) => {
+                            cluster
+                                .registered(
+                                    &self.ctx.hub,
+                                    self.id,
+                                    acct.name.as_str(),
+                                    new,
+                                    backlog,
+                                )
+                                .await
+                        }
+                    };
+                    backlog = backlog.saturating_sub(given);
                 }
                 Err(why) => {
                     m.count("register_req", "bad_pok");
@@ -536,6 +570,7 @@ pub(crate) async fn serve_socket(
         ctx: ctx.clone(),
         tx,
         last_error: None,
+        store_reads: Bucket::new(STORE_READS_PER_SECOND),
     };
     if let Ok(t) = frame::encode(&connected)
         && sink.send(Message::Text(t.into())).await.is_err()

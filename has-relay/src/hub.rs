@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 
-/// Queued requests a socket gets when it registers for an account, at most (the newest; a
-/// socket's outbound queue holds 1,024 frames).
+/// Queued requests a socket gets when it registers, at most, for all the accounts of one
+/// `register_req` together (the newest; a socket's outbound queue holds 1,024 frames).
 pub const REGISTER_BACKLOG: usize = 512;
 
 /// Id of a socket inside this relay.
@@ -169,6 +169,24 @@ struct State {
     /// Cluster mode: bytes held for copies of other nodes' requests (their frames, then
     /// their answers), capped at the relay's byte cap.
     copy_bytes: usize,
+    /// Cluster mode: uuids answered elsewhere that this node did not hold when it heard
+    /// (newest last, bounded): a copy read from the store just before is not given out.
+    answered_elsewhere: VecDeque<(RequestId, Instant)>,
+    answered_elsewhere_set: HashSet<RequestId>,
+}
+
+/// Uuids answered elsewhere remembered at most (cluster mode).
+const ANSWERED_ELSEWHERE: usize = 4096;
+
+/// Which queued requests a registering socket gets from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backlog {
+    /// Every unanswered request for the account this node holds (one node alone, or a
+    /// cluster node whose store is unreachable).
+    All,
+    /// Only this node's requests the store does not have (cluster mode: the store's pending
+    /// set gives the rest, and says which copies were answered meanwhile).
+    Unstored,
 }
 
 /// The request command of a family.
@@ -670,7 +688,10 @@ impl Hub {
         if r.answer.is_some() {
             return None;
         }
-        self.metrics.observe_latency(r.created.elapsed());
+        if r.local {
+            // Request to answer, once per request: on the node that made it.
+            self.metrics.observe_latency(r.created.elapsed());
+        }
         r.answer = Some(text.to_owned());
         r.answer_stored = stored;
         // Answered: what PKSAs were sent is no longer needed; the answer is kept (and
@@ -697,13 +718,24 @@ impl Hub {
 
     /// Gives a pending request to this node's sockets registered for `account` (or to
     /// `only`), each at most once.
-    fn deliver(&self, st: &mut State, uuid: &RequestId, account: &str, only: Option<SocketId>) {
+    fn deliver(
+        &self,
+        st: &mut State,
+        uuid: &RequestId,
+        account: &str,
+        only: Option<SocketId>,
+    ) -> usize {
         let now = UnixMillis::now();
         let Some(r) = st.requests.get(uuid) else {
-            return;
+            return 0;
         };
-        if r.answer.is_some() || r.held_back || r.expire <= now {
-            return;
+        if r.answer.is_some()
+            || r.held_back
+            || r.expire <= now
+            || r.relayed.is_empty()
+            || st.answered_elsewhere_set.contains(uuid)
+        {
+            return 0;
         }
         let targets: Vec<SocketId> = st
             .registrations
@@ -720,26 +752,55 @@ impl Hub {
                 delivered.push(t);
             }
         }
+        let n = delivered.len();
         if let Some(r) = st.requests.get_mut(uuid) {
             r.delivered_to.extend(delivered);
         }
+        n
     }
 
     /// Cluster mode: another node's request (from the store or its announcement). Kept as a
     /// copy unless this node has it already, and given to this node's sockets registered for
     /// its account (or to `only`), each at most once. An expired one is ignored.
-    pub fn offer(&self, shared: &Shared, only: Option<SocketId>) {
+    /// Returns how many sockets got it.
+    pub fn offer(&self, shared: &Shared, only: Option<SocketId>) -> usize {
         let mut st = self.lock();
-        if !self.insert_copy(&mut st, shared) {
-            return;
+        if st.answered_elsewhere_set.contains(&shared.uuid)
+            || !self.insert_copy(&mut st, shared, true)
+        {
+            return 0;
         }
-        self.deliver(&mut st, &shared.uuid, &shared.account, only);
+        self.deliver(&mut st, &shared.uuid, &shared.account, only)
     }
 
-    /// Keeps a copy of another node's request (no-op when known). False when it expired or
-    /// names no request family.
-    fn insert_copy(&self, st: &mut State, shared: &Shared) -> bool {
-        if st.requests.contains_key(&shared.uuid) {
+    /// Cluster mode: gives a request this node holds to `socket` (at most once).
+    pub fn deliver_to(&self, uuid: &RequestId, socket: SocketId) -> usize {
+        let mut st = self.lock();
+        let Some(account) = st.requests.get(uuid).map(|r| r.account.clone()) else {
+            return 0;
+        };
+        self.deliver(&mut st, uuid, &account, Some(socket))
+    }
+
+    /// Keeps a copy of another node's request (no-op when known). With `frame`, the frame
+    /// PKSAs get is kept too (counted against the copies' byte cap: over it, nothing is
+    /// kept); without, a stub that lets a reply or an attach find the request. False when it
+    /// expired, names no request family, or the cap refused it.
+    fn insert_copy(&self, st: &mut State, shared: &Shared, frame: bool) -> bool {
+        let held = if frame { shared.relayed.len() } else { 0 };
+        if let Some(r) = st.requests.get(&shared.uuid) {
+            // A stub gains its frame when a PKSA here needs it.
+            if frame && !r.local && r.relayed.is_empty() && r.answer.is_none() && held > 0 {
+                if st.copy_bytes.saturating_add(held) > self.limits.total_bytes {
+                    self.metrics.count("cluster", "copy_refused_bytes");
+                    return false;
+                }
+                st.copy_bytes = st.copy_bytes.saturating_add(held);
+                if let Some(r) = st.requests.get_mut(&shared.uuid) {
+                    r.relayed = shared.relayed.clone();
+                    r.held = r.held.saturating_add(held);
+                }
+            }
             return true;
         }
         let Some(family) = shared.family() else {
@@ -748,7 +809,6 @@ impl Hub {
         if shared.expire <= UnixMillis::now().0 {
             return false;
         }
-        let held = shared.relayed.len();
         if st.copy_bytes.saturating_add(held) > self.limits.total_bytes {
             self.metrics.count("cluster", "copy_refused_bytes");
             return false;
@@ -759,7 +819,11 @@ impl Hub {
             Request {
                 account: shared.account.clone(),
                 family,
-                relayed: shared.relayed.clone(),
+                relayed: if frame {
+                    shared.relayed.clone()
+                } else {
+                    String::new()
+                },
                 app_socket: None,
                 origin: (0, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
                 counted: false,
@@ -787,7 +851,7 @@ impl Hub {
     /// (a reply or an attach for it arrived here first).
     pub fn remember(&self, shared: &Shared) {
         let mut st = self.lock();
-        self.insert_copy(&mut st, shared);
+        self.insert_copy(&mut st, shared, false);
     }
 
     /// Cluster mode: the answer another node took. It is kept, and sent to the app when its
@@ -795,21 +859,50 @@ impl Hub {
     /// the store already).
     pub fn remote_answer(&self, uuid: &RequestId, text: &str) {
         let mut st = self.lock();
+        if !st.requests.contains_key(uuid) {
+            // Not held here (yet): a copy read from the store a moment ago must not be
+            // given to a PKSA.
+            let now = Instant::now();
+            let keep = std::time::Duration::from_millis(self.timeout_ms.saturating_mul(2));
+            while st
+                .answered_elsewhere
+                .front()
+                .is_some_and(|(_, t)| now.duration_since(*t) > keep)
+                || st.answered_elsewhere.len() >= ANSWERED_ELSEWHERE
+            {
+                if let Some((u, _)) = st.answered_elsewhere.pop_front() {
+                    st.answered_elsewhere_set.remove(&u);
+                }
+            }
+            if st.answered_elsewhere_set.insert(uuid.clone()) {
+                st.answered_elsewhere.push_back((uuid.clone(), now));
+            }
+            return;
+        }
         if let Some(Some(app)) = self.set_answer(&mut st, uuid, text, true) {
             Self::send(&st, app, text.to_owned());
         }
     }
 
-    /// Cluster mode: requests whose app's socket is here and that have no answer yet (after
-    /// a store outage, their answers may have been announced while this node was away).
-    pub fn awaiting_answers(&self) -> Vec<RequestId> {
+    /// Cluster mode: every live request held here without an answer (after a store outage,
+    /// answers announced meanwhile are read back for them).
+    pub fn unanswered_ids(&self) -> Vec<RequestId> {
         let now = UnixMillis::now();
         self.lock()
             .requests
             .iter()
-            .filter(|(_, r)| r.answer.is_none() && r.app_socket.is_some() && r.expire > now)
+            .filter(|(_, r)| r.answer.is_none() && !r.held_back && r.expire > now)
             .map(|(u, _)| u.clone())
             .collect()
+    }
+
+    /// Cluster mode: whether this node lacks the frame PKSAs get for a request (it does not
+    /// hold the request, or holds a stub without its frame).
+    pub fn needs_frame(&self, uuid: &RequestId) -> bool {
+        self.lock()
+            .requests
+            .get(uuid)
+            .is_none_or(|r| !r.local && r.relayed.is_empty() && r.answer.is_none())
     }
 
     /// Whether the request is known here and has no answer yet.
@@ -861,7 +954,7 @@ impl Hub {
                     cmd: family_cmd(r.family).to_owned(),
                     expire: r.expire.0,
                     relayed: r.relayed.clone(),
-                    node: String::new(),
+                    node: r.node.clone(),
                 },
                 request: r.local && !r.stored,
                 app_here: r.app_socket.is_some(),
@@ -912,15 +1005,15 @@ impl Hub {
             .count(family_cmd(family), "gave_way_fair_share");
     }
 
-    /// Registers `socket` for `account` (its keys already verified) and delivers the
-    /// requests queued for it. True when the socket was not registered for it before.
+    /// Registers `socket` for `account` (its keys already verified) and answers
+    /// `register_ack`; [`Hub::deliver_backlog`] gives it the queued requests. True when the
+    /// socket was not registered for it before.
     pub fn register(
         &self,
         socket: SocketId,
         account: &AccountName,
         keys: std::collections::HashSet<PublicKey>,
     ) -> bool {
-        let now = UnixMillis::now();
         let mut st = self.lock();
         let Some(sock) = st.sockets.get_mut(&socket) else {
             return false;
@@ -936,35 +1029,46 @@ impl Hub {
         if let Ok(ack) = ack {
             Self::send(&st, socket, ack);
         }
-        let mut queued: Vec<(UnixMillis, RequestId, String)> = st
-            .requests
-            .iter()
-            .filter(|(_, r)| {
-                r.account == account.as_str()
-                    && r.answer.is_none()
-                    && !r.held_back
-                    && r.expire > now
-                    && !r.delivered_to.contains(&socket)
-            })
-            .map(|(u, r)| (r.expire, u.clone(), r.relayed.clone()))
-            .collect();
-        // At most the newest REGISTER_BACKLOG, oldest first: more would overflow the socket's
-        // outbound queue, which closes it (a flood must not keep a PKSA from registering).
-        queued.sort_by_key(|q| std::cmp::Reverse(q.0));
-        queued.truncate(REGISTER_BACKLOG);
-        queued.reverse();
-        for (_, uuid, text) in queued {
-            if Self::send(&st, socket, text)
-                && let Some(r) = st.requests.get_mut(&uuid)
-            {
-                r.delivered_to.insert(socket);
-            }
-        }
         self.metrics.registered_accounts.store(
             st.registrations.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
         new
+    }
+
+    /// Gives a registered socket the account's queued requests it has not had: the newest
+    /// `budget` at most, oldest first (more would overflow the socket's outbound queue, which
+    /// closes it: a flood must not keep a PKSA from registering). Returns how many.
+    pub fn deliver_backlog(
+        &self,
+        socket: SocketId,
+        account: &str,
+        which: Backlog,
+        budget: usize,
+    ) -> usize {
+        let now = UnixMillis::now();
+        let mut st = self.lock();
+        let mut queued: Vec<(UnixMillis, RequestId)> = st
+            .requests
+            .iter()
+            .filter(|(_, r)| {
+                r.account == account
+                    && (which == Backlog::All || (r.local && !r.stored))
+                    && r.answer.is_none()
+                    && !r.held_back
+                    && r.expire > now
+                    && !r.delivered_to.contains(&socket)
+            })
+            .map(|(u, r)| (r.expire, u.clone()))
+            .collect();
+        queued.sort_by_key(|q| std::cmp::Reverse(q.0));
+        queued.truncate(budget);
+        queued.reverse();
+        let mut n = 0;
+        for (_, uuid) in queued {
+            n += self.deliver(&mut st, &uuid, account, Some(socket));
+        }
+        n
     }
 
     /// Routes a PKSA reply to its app (first terminal reply wins; `pok` stripped).
@@ -1091,7 +1195,7 @@ impl Hub {
         let now = UnixMillis::now();
         let mut st = self.lock();
         if let Some((shared, answer)) = store
-            && self.insert_copy(&mut st, &shared)
+            && self.insert_copy(&mut st, &shared, false)
             && let Some(answer) = answer
         {
             // Answered on another node: this node's copy (or its own request, whose answer

@@ -718,6 +718,11 @@ async fn cluster_one_node_partitioned_and_healed() {
         (got["uuid"].as_str(), got["data"].as_str()),
         (Some(during.as_str()), Some("55"))
     );
+    // a wrote its requests again on reconnect: the answered one is not pending again, so a
+    // PKSA registering now is asked for neither.
+    let mut fresh = pksa(&b.url, &c.server, &alice).await;
+    let next = sign_req(&mut app).await;
+    assert_eq!(fresh.recv_cmd("sign_req").await["uuid"], next);
 }
 
 /// A socket that registered for nothing cannot make a node read (and keep) other nodes'
@@ -744,6 +749,32 @@ async fn cluster_strangers_and_misconfigured_nodes() {
         .send(json!({"cmd": "attach_req", "uuid": "has:req:x"}))
         .await;
     assert_eq!(stranger.recv().await["cmd"], "attach_nack");
+    // Guessing uuids costs the store a few reads per second per connection, no more.
+    let n = 200;
+    for _ in 0..n {
+        let guess = uuid::Uuid::new_v4().to_string();
+        stranger
+            .send(json!({"cmd": "attach_req", "uuid": guess}))
+            .await;
+    }
+    let (mut nacks, mut refused) = (0, 0);
+    for _ in 0..n {
+        let f = stranger.recv().await;
+        match f["cmd"].as_str() {
+            Some("attach_nack") => nacks += 1,
+            Some("error")
+                if f["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("try again in a second") =>
+            {
+                refused += 1
+            }
+            _ => panic!("{f}"),
+        }
+    }
+    assert!(nacks <= 64 + 16, "{nacks} store reads");
+    assert_eq!(nacks + refused, n);
     app.expect_silence(Duration::from_millis(200)).await;
 
     let other_key = c.dir.path().join("other.key");
@@ -755,4 +786,32 @@ async fn cluster_strangers_and_misconfigured_nodes() {
     })
     .await;
     odd.wait_ready(false).await;
+}
+
+/// A PKSA that drops and registers again on the same node is not asked for a request another
+/// node's PKSA answered while it was away (its node held a copy, and had stopped listening
+/// to the account).
+#[tokio::test]
+async fn cluster_a_returning_pksa_is_not_asked_again() {
+    let alice = TestAccount::new("alice");
+    let c = Cluster::new(&[&alice]).await;
+    let a = Node::start(&c, "a").await;
+    let b = Node::start(&c, "b").await;
+    let n3 = Node::start(&c, "c").await;
+    let mut p1 = pksa(&b.url, &c.server, &alice).await;
+    let mut p2 = pksa(&n3.url, &c.server, &alice).await;
+    let mut app = Peer::connect(&a.url).await;
+    let uuid = sign_req(&mut app).await;
+    assert_eq!(p1.recv_cmd("sign_req").await["uuid"], uuid);
+    assert_eq!(p2.recv_cmd("sign_req").await["uuid"], uuid);
+    drop(p1);
+    wait_for("node b to drop the PKSA", 10, async || {
+        sample(&b.metrics().await, "has_relay_registered_accounts ") == 0
+    })
+    .await;
+    p2.send(sign_ack(&alice, &c.server, &uuid, "66")).await;
+    assert_eq!(app.recv_cmd("sign_ack").await["data"], "66");
+    let mut p1 = pksa(&b.url, &c.server, &alice).await;
+    let next = sign_req(&mut app).await;
+    assert_eq!(p1.recv_cmd("sign_req").await["uuid"], next);
 }
