@@ -511,6 +511,40 @@ fn reply_cmd(p: &PksaToRelay) -> &'static str {
     }
 }
 
+/// Sends one outbound item. False when the socket is done: the relay closed it (a queue
+/// that overflowed), or the peer stopped reading (a peer that stops reading with its buffers
+/// full must not hold the task, and its connection slot, for ever).
+async fn write_out<S>(
+    sink: &mut S,
+    out: Option<Outbound>,
+    metrics: &crate::metrics::Metrics,
+) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    match out {
+        Some(Outbound::Text(t)) => {
+            match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(t.into()))).await {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    metrics.count("socket", "send_timeout");
+                    false
+                }
+            }
+        }
+        Some(Outbound::Close) | None => {
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "closed by relay".into(),
+                })))
+                .await;
+            false
+        }
+    }
+}
+
 /// Serves one socket until it closes, misses pongs, or the relay shuts down.
 pub(crate) async fn serve_socket(
     stream: TcpStream,
@@ -598,8 +632,28 @@ pub(crate) async fn serve_socket(
                         ));
                         continue;
                     }
-                    if conn.handle_text(t.as_str()).await != Handled::Relayed && reply {
+                    // Frames for this socket keep leaving while the frame is handled (an
+                    // account lookup, a cluster store round trip): its outbound queue must not
+                    // fill up behind a slow dependency.
+                    let mut open = true;
+                    let handled = {
+                        let handling = conn.handle_text(t.as_str());
+                        tokio::pin!(handling);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                h = &mut handling => break h,
+                                out = rx.recv(), if open => {
+                                    open = write_out(&mut sink, out, &ctx.hub.metrics).await;
+                                }
+                            }
+                        }
+                    };
+                    if handled != Handled::Relayed && reply {
                         bucket.charge();
+                    }
+                    if !open {
+                        break;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -621,23 +675,8 @@ pub(crate) async fn serve_socket(
                     break;
                 }
             },
-            out = rx.recv() => match out {
-                Some(Outbound::Text(t)) => {
-                    // A peer that stops reading with its buffers full must not hold this task
-                    // (and its connection slot) for ever.
-                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(t.into()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
-                        Err(_) => {
-                            ctx.hub.metrics.count("socket", "send_timeout");
-                            break;
-                        }
-                    }
-                }
-                Some(Outbound::Close) | None => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Policy, reason: "closed by relay".into() }))).await;
-                    break;
-                }
+            out = rx.recv() => if !write_out(&mut sink, out, &ctx.hub.metrics).await {
+                break;
             },
             _ = ping.tick() => {
                 if last_pong.elapsed() > ping_rate * 2 + Duration::from_millis(500) {

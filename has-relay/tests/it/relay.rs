@@ -851,3 +851,99 @@ async fn registration_backlog_is_bounded() {
         .collect();
     assert!(got.iter().all(|u| newest.contains(u)));
 }
+
+/// A local Hive API node answering `condenser_api.get_accounts` from `accounts`, slowly
+/// (`delay`) for requests naming `slow`. Returns its URL.
+async fn slow_api_node(
+    accounts: Vec<hive_chain::accounts::Account>,
+    slow: &'static str,
+    delay: Duration,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![];
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break text[end + 4..end + 4 + len].to_owned();
+                        }
+                    }
+                };
+                let req: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let names: Vec<String> =
+                    serde_json::from_value(req["params"][0].clone()).unwrap_or_default();
+                if names.iter().any(|n| n == slow) {
+                    tokio::time::sleep(delay).await;
+                }
+                let found: Vec<_> = accounts
+                    .iter()
+                    .filter(|a| names.contains(&a.name))
+                    .collect();
+                let out = json!({"jsonrpc": "2.0", "id": req["id"], "result": found}).to_string();
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+                            out.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// Frames for a socket keep leaving while one of its own frames waits on a slow dependency
+/// (here a registration's account lookup; in cluster mode, Redis): a PKSA registering a
+/// second account still gets the first account's requests meanwhile.
+#[tokio::test]
+async fn a_socket_gets_frames_while_its_registration_is_looked_up() {
+    let alice = TestAccount::new("alice");
+    let bob = TestAccount::new("bob");
+    let api = slow_api_node(
+        vec![alice.account(), bob.account()],
+        "bob",
+        Duration::from_secs(3),
+    )
+    .await;
+    let f = relay_with(&[], |c| {
+        c.accounts = has_relay::AccountSource::Nodes(vec![api]);
+    })
+    .await;
+    let server = f.relay.server_key;
+    let mut p = pksa(&f.relay.url, &server, &alice).await;
+    p.send(json!({"cmd": "register_req", "app": "t", "accounts": [{"name": "bob", "pok": bob.pok(&server, &now_ms().to_string())}]})).await;
+    let mut app = Peer::connect(&f.relay.url).await;
+    app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
+        .await;
+    let uuid = app.recv_cmd("sign_wait").await["uuid"].clone();
+    let first = p
+        .try_recv(Duration::from_millis(1500))
+        .await
+        .expect("the request while bob is looked up");
+    assert_eq!((&first["cmd"], &first["uuid"]), (&json!("sign_req"), &uuid));
+    assert_eq!(p.recv_cmd("register_ack").await["account"], "bob");
+}
