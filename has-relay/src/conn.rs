@@ -23,8 +23,8 @@ use crate::Ctx;
 use crate::cluster::{Claim, Cluster};
 use crate::hub::{Backlog, Hub, Outbound, REGISTER_BACKLOG, ReplyRejection, SocketId};
 
-/// Cluster mode: `attach_req` for requests held elsewhere, per connection and second
-/// (burst 4×).
+/// Cluster mode: store reads a connection may cause per second (burst 4×): `attach_req`
+/// for requests held elsewhere, and replies to requests this node does not hold.
 const STORE_READS_PER_SECOND: u32 = 16;
 
 /// How long one frame may take to leave before the socket is given up.
@@ -93,8 +93,8 @@ struct Conn {
     ctx: Arc<Ctx>,
     tx: mpsc::Sender<Outbound>,
     last_error: Option<Instant>,
-    /// Cluster mode: store reads this connection may cause (attach_req for requests this
-    /// node does not hold).
+    /// Cluster mode: store reads this connection may cause (attach_req, and replies, for
+    /// requests this node does not hold).
     store_reads: Bucket,
 }
 
@@ -132,7 +132,8 @@ impl Conn {
     }
 
     async fn handle_text(&mut self, text: &str) -> Handled {
-        let m = &self.ctx.hub.metrics;
+        let ctx = self.ctx.clone();
+        let m = &ctx.hub.metrics;
         if text.len() > self.ctx.config.max_frame_bytes {
             m.count("frame", "too_large");
             let limit = self.ctx.config.max_frame_bytes;
@@ -165,10 +166,7 @@ impl Conn {
                         None => return Handled::Other,
                     },
                 };
-                self.ctx
-                    .hub
-                    .metrics
-                    .count("attach_req", if ok { "ack" } else { "nack" });
+                m.count("attach_req", if ok { "ack" } else { "nack" });
             }
             Ok(ToRelay::App(AppToRelay::Unknown)) => m.count("unknown", "ignored"),
             Ok(ToRelay::App(req)) => {
@@ -305,7 +303,7 @@ impl Conn {
     /// a socket registered for its account only), and the store decides which answer wins
     /// and announces it to the nodes that need it.
     async fn cluster_reply(
-        &self,
+        &mut self,
         cluster: Arc<Cluster>,
         reply: PksaToRelay,
     ) -> Result<RequestId, (ReplyRejection, Option<RequestId>)> {
@@ -316,6 +314,10 @@ impl Conn {
             // A socket registered for nothing cannot answer anything: no store read for it.
             if !hub.socket_registered(self.id, None) {
                 return Err((ReplyRejection::NotRegistered, Some(uuid)));
+            }
+            // Store reads for requests held elsewhere share one budget with attach_req.
+            if !self.store_reads.take() {
+                return Err((ReplyRejection::StoreBudget, Some(uuid)));
             }
             match cluster.load_request(&uuid).await {
                 Ok(Some(shared)) if hub.socket_registered(self.id, Some(&shared.account)) => {

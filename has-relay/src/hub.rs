@@ -111,7 +111,7 @@ impl Shared {
 /// A request admitted on this node, as `new_request` made it.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    /// What the store and other nodes get.
+    /// What the store and other nodes get (cluster mode; alone, without the frame).
     pub shared: Shared,
     /// The `*_wait` frame for the app.
     pub wait: String,
@@ -314,6 +314,8 @@ pub enum ReplyRejection {
     BadPok,
     /// Cluster mode: the request is not known on this node and the store is unreachable.
     StoreUnavailable,
+    /// Cluster mode: the connection used up its store reads for this second.
+    StoreBudget,
 }
 
 impl ReplyRejection {
@@ -328,6 +330,7 @@ impl ReplyRejection {
             ReplyRejection::MissingPok => "missing_pok",
             ReplyRejection::BadPok => "bad_pok",
             ReplyRejection::StoreUnavailable => "store_unavailable",
+            ReplyRejection::StoreBudget => "store_budget",
         }
     }
 }
@@ -614,7 +617,12 @@ impl Hub {
             account: account.to_string(),
             cmd: cmd.to_owned(),
             expire: expire.0,
-            relayed: relayed.clone(),
+            // Only cluster mode writes the frame to the store: no copy alone.
+            relayed: if hold_back {
+                relayed.clone()
+            } else {
+                String::new()
+            },
             node: String::new(),
         };
         let held = relayed.len();

@@ -852,18 +852,19 @@ async fn registration_backlog_is_bounded() {
     assert!(got.iter().all(|u| newest.contains(u)));
 }
 
-/// A local Hive API node answering `condenser_api.get_accounts` from `accounts`, slowly
-/// (`delay`) for requests naming `slow`. Returns its URL.
+/// A local Hive API node answering `condenser_api.get_accounts` from `accounts`; a request
+/// naming `slow` is answered only once the test adds a permit to `release`. Returns its URL.
 async fn slow_api_node(
     accounts: Vec<hive_chain::accounts::Account>,
     slow: &'static str,
-    delay: Duration,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let accounts = accounts.clone();
+            let release = release.clone();
             tokio::spawn(async move {
                 let mut buf = vec![];
                 let mut chunk = [0u8; 4096];
@@ -894,7 +895,7 @@ async fn slow_api_node(
                 let names: Vec<String> =
                     serde_json::from_value(req["params"][0].clone()).unwrap_or_default();
                 if names.iter().any(|n| n == slow) {
-                    tokio::time::sleep(delay).await;
+                    release.acquire().await.unwrap().forget();
                 }
                 let found: Vec<_> = accounts
                     .iter()
@@ -923,12 +924,8 @@ async fn slow_api_node(
 async fn a_socket_gets_frames_while_its_registration_is_looked_up() {
     let alice = TestAccount::new("alice");
     let bob = TestAccount::new("bob");
-    let api = slow_api_node(
-        vec![alice.account(), bob.account()],
-        "bob",
-        Duration::from_secs(3),
-    )
-    .await;
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let api = slow_api_node(vec![alice.account(), bob.account()], "bob", release.clone()).await;
     let f = relay_with(&[], |c| {
         c.accounts = has_relay::AccountSource::Nodes(vec![api]);
     })
@@ -940,10 +937,10 @@ async fn a_socket_gets_frames_while_its_registration_is_looked_up() {
     app.send(json!({"cmd": "sign_req", "account": "alice", "data": DATA}))
         .await;
     let uuid = app.recv_cmd("sign_wait").await["uuid"].clone();
-    let first = p
-        .try_recv(Duration::from_millis(1500))
-        .await
-        .expect("the request while bob is looked up");
+    // bob's lookup is held until the PKSA got alice's request: without the frames leaving
+    // meanwhile, it never would.
+    let first = p.recv().await;
     assert_eq!((&first["cmd"], &first["uuid"]), (&json!("sign_req"), &uuid));
+    release.add_permits(1);
     assert_eq!(p.recv_cmd("register_ack").await["account"], "bob");
 }
